@@ -1,0 +1,202 @@
+"""Thin Hydra entry points: compose the config, check it, call one task function.
+
+`python -m sweep <command> [hydra overrides]`; `make <command> ARGS="..."` calls the same thing.
+Heavy imports (TensorFlow, MLflow) happen inside the tasks, after the config is checked, so a
+config mistake comes back in about a second as one line.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from sweep.config import ConfigError, first_line, prepare
+
+CONF_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "conf")
+EXIT_CONFIG, EXIT_INTERRUPTED = 2, 130
+
+
+def fail(message: str, code: int = EXIT_CONFIG) -> None:
+    """One line on stderr and a non-zero exit; SWEEP_TRACEBACK=1 shows the whole story."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _sigterm_as_interrupt() -> None:
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def task_overrides() -> list[str]:
+    """The command-line overrides that produced this config (recorded with every run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return []
+
+
+def guarded(task: Callable[[DictConfig, list[str]], int | None]) -> Callable[[DictConfig], None]:
+    """Check the config, run the task, and turn known failures into one line and an exit code."""
+
+    def main(raw: DictConfig) -> None:
+        _sigterm_as_interrupt()
+        try:
+            cfg = prepare(raw)
+            code = task(cfg, task_overrides())
+        except ConfigError as exc:
+            if os.environ.get("SWEEP_TRACEBACK"):
+                raise
+            fail(str(exc))
+        except KeyboardInterrupt:
+            print("\ninterrupted", file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code or 0)
+
+    return main
+
+
+def run_baseline(cfg: DictConfig, overrides: Sequence[str]) -> int:
+    """One run of the configured model (the tutorial's, by default), logged as its own run."""
+    from sweep import console
+    from sweep.pipeline import execute
+    from sweep.tracking import make_tracker
+
+    tracker = make_tracker(cfg.tracking)
+    tracker.setup()
+    run = tracker.start_run("baseline", tags={"sweep.kind": "single"})
+    status = "FAILED"
+    try:
+        result = execute(
+            cfg, run, overrides, [console.epoch_counter("baseline", cfg.trainer.epochs)]
+        )
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        run.end(status)
+    h = result.history
+    console.say(
+        f"epoch 1 loss {h[0].train_loss:.4f}, epoch {len(h)} loss {h[-1].train_loss:.4f}; "
+        f"train MSE {result.train_mse:.4f} (tutorial: 0.0034), val MSE {result.val_mse:.4f}, "
+        f"test MSE {result.test_mse:.4f}; {result.seconds:.1f}s"
+    )
+    if run.run_id:
+        console.say(f"run {run.run_id}  (rerun: make rerun RUN_ID={run.run_id})")
+    return 0
+
+
+def run_sweep(cfg: DictConfig, overrides: Sequence[str]) -> int:
+    """Create or resume the study, run `search.jobs` workers on it, print and log the summary."""
+    from sweep import console
+    from sweep.study import open_sweep, run_worker, summarize, summary_text
+
+    sweep = open_sweep(cfg, overrides)
+    done = _announce(sweep)
+    try:
+        if cfg.search.jobs == 1:
+            run_worker(sweep)
+        else:
+            _run_processes(cfg, overrides, cfg.search.jobs)
+    except KeyboardInterrupt:
+        summary = summarize(sweep)
+        console.say(summary_text(summary))
+        console.say(
+            f"stopped; run the same command again to continue study {cfg.search.study_name!r}"
+        )
+        raise
+    summary = summarize(sweep)
+    console.say(summary_text(summary))
+    return 0 if done is not None else 0
+
+
+def run_join(cfg: DictConfig, overrides: Sequence[str]) -> int:
+    """A worker that joins (or starts) the study on a shared storage and runs trials until done."""
+    from sweep import console
+    from sweep.study import open_sweep, run_worker, summarize, summary_text
+
+    sweep = open_sweep(cfg, overrides)
+    _announce(sweep)
+    run_worker(sweep)
+    console.say(summary_text(summarize(sweep)))
+    return 0
+
+
+def _announce(sweep: Any) -> int:
+    from sweep import console
+    from sweep.config import mask_url
+    from sweep.study import counts
+
+    done, running = counts(sweep.study)
+    where = mask_url(sweep.cfg.search.storage)
+    verb = "resuming" if done or running else "starting"
+    console.say(
+        f"{verb} study {sweep.study.study_name!r} in {where}: "
+        f"{done}/{sweep.cfg.search.n_trials} finished"
+        + (f", parent run {sweep.parent_run_id}" if sweep.parent_run_id else "")
+    )
+    return done
+
+
+def _run_processes(cfg: DictConfig, overrides: Sequence[str], jobs: int) -> None:
+    """Start `jobs` worker processes on the same study and parent run; wait for all of them."""
+    ctx = multiprocessing.get_context("spawn")
+    data = OmegaConf.to_container(cfg, resolve=True)
+    procs = [
+        ctx.Process(target=_worker_process, args=(data, list(overrides), i, jobs))
+        for i in range(jobs)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.join(timeout=120)
+        raise
+    bad = [p.exitcode for p in procs if p.exitcode not in (0, None)]
+    if bad:
+        raise ConfigError(f"{len(bad)} worker(s) failed (exit codes {bad}); see their output above")
+
+
+def _worker_process(data: dict, overrides: list[str], index: int, jobs: int) -> None:
+    """Entry of one spawned worker: pinned to its cores, its own TensorFlow threads."""
+    from sweep.study import open_sweep, pin_worker, run_worker
+
+    _sigterm_as_interrupt()
+    cfg = OmegaConf.create(data)
+    threads = pin_worker(index, jobs)
+    if threads and cfg.trainer.threads is None:
+        cfg.trainer.threads = threads
+    try:
+        run_worker(open_sweep(cfg, overrides), prefix=f"[w{index}] ")
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+    except ConfigError as exc:
+        print(f"error: [w{index}] {first_line(exc)}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+
+
+def hydra_entry(task: Callable[[DictConfig, list[str]], int | None]) -> Callable[[], None]:
+    """Wrap a task as a `@hydra.main` function reading conf/config.yaml."""
+    return hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")(guarded(task))
+
+
+COMMANDS: dict[str, Callable[[DictConfig, list[str]], int | None]] = {
+    "baseline": run_baseline,
+    "train": run_baseline,
+    "sweep": run_sweep,
+    "worker": run_join,
+}

@@ -1,0 +1,174 @@
+"""Config checks and helpers that run before TensorFlow or MLflow is imported.
+
+Every user mistake in a config should come back in about a second as one line, so nothing here
+imports the heavy libraries.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from omegaconf import DictConfig, OmegaConf
+
+ACTIVATIONS = ("tanh", "relu", "sigmoid", "elu", "gelu", "selu", "swish", "softplus", "linear")
+OPTIMIZERS = ("sgd", "adam", "rmsprop")
+SAMPLERS = ("tpe", "random", "cmaes", "qmc")
+PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
+STORAGE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "mysql", "mysql+pymysql")
+TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "postgresql+psycopg2", "file")
+
+
+class ConfigError(ValueError):
+    """A user-facing config mistake; its message is the one line the user sees."""
+
+
+def prepare(cfg: DictConfig) -> DictConfig:
+    """Return a resolved, validated copy with every local path made absolute."""
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    store = cfg.paths.store
+    if store is None or str(store).strip() == "":
+        raise ConfigError("paths.store must name a folder, e.g. paths.store=mlruns")
+    cfg.paths.store = str(Path(str(store)).expanduser().resolve())
+    try:
+        resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    except Exception as exc:  # omegaconf's interpolation errors carry the key in their text
+        raise ConfigError(f"cannot resolve config: {first_line(exc)}") from exc
+    validate(resolved)
+    return resolved
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first offending key, what it holds and what is allowed."""
+    _choice(cfg, "model.activation", ACTIVATIONS)
+    _choice(cfg, "optimizer.name", OPTIMIZERS)
+    for key in ("model.depth", "model.width", "trainer.epochs", "trainer.batch_size"):
+        positive_int(cfg, key)
+    positive_number(cfg, "optimizer.lr")
+    for key in ("data.n_val", "data.n_test", "search.n_trials", "search.jobs"):
+        positive_int(cfg, key)
+    n_train = train_size(cfg)
+    if cfg.trainer.batch_size > n_train:
+        raise ConfigError(
+            f"trainer.batch_size={cfg.trainer.batch_size} is larger than the training set "
+            f"({n_train} points); use at most {n_train}"
+        )
+    _choice(cfg, "search.sampler.name", SAMPLERS)
+    _choice(cfg, "search.pruner.name", PRUNERS)
+    check_url("search.storage", cfg.search.storage, STORAGE_SCHEMES)
+    if cfg.tracking.enabled:
+        check_url("tracking.uri", cfg.tracking.uri, TRACKING_SCHEMES)
+    from sweep.search import parse_space  # Hydra's grammar; light, no TensorFlow
+
+    parse_space(cfg.search.space, cfg)
+
+
+def train_size(cfg: DictConfig) -> int:
+    """Number of grid points numpy's arange will make for the data config."""
+    d = cfg.data
+    for key in ("x_min", "x_max", "step"):
+        if not isinstance(d[key], int | float) or isinstance(d[key], bool):
+            raise ConfigError(f"data.{key} must be a number, got {d[key]!r}")
+    if d.step <= 0 or d.x_max <= d.x_min:
+        raise ConfigError("data needs x_min < x_max and step > 0")
+    return int(-(-(d.x_max - d.x_min) // d.step))
+
+
+def positive_int(cfg: DictConfig, key: str) -> int:
+    """Fetch an integer key that must be >= 1."""
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+    return value
+
+
+def positive_number(cfg: DictConfig, key: str) -> float:
+    """Fetch a numeric key that must be > 0 and finite."""
+    value = OmegaConf.select(cfg, key)
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not (0 < value < float("inf")):
+        raise ConfigError(f"{key} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> str:
+    value = OmegaConf.select(cfg, key)
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not one of: {', '.join(allowed)}")
+    return value
+
+
+def check_url(key: str, url: Any, schemes: tuple[str, ...]) -> None:
+    """Reject URLs whose scheme we cannot use, before anything is created with them."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(f"{key}={url!r} is not a URL; expected e.g. sqlite:///path/to/file.db")
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in schemes:
+        raise ConfigError(f"{key}: scheme {scheme!r} is not one of: {', '.join(schemes)}")
+    if scheme == "sqlite":
+        path = sqlite_path(url)
+        if not path:
+            raise ConfigError(f"{key}={url!r} names no database file")
+        writable_dir(key, Path(path).parent)
+    elif scheme in ("http", "https", "postgresql", "postgresql+psycopg2", "mysql"):
+        parts = urlsplit(url)
+        if not parts.hostname:
+            raise ConfigError(f"{key}={mask_url(url)!r} names no host")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a malformed port
+        except ValueError as exc:
+            raise ConfigError(f"{key}={mask_url(url)!r} has a bad port") from exc
+
+
+def sqlite_path(url: str) -> str:
+    """The file path in a sqlite:/// URL (relative, or absolute with four slashes)."""
+    rest = url.split("://", 1)[1]
+    return rest[1:].split("?", 1)[0] if rest.startswith("/") else ""
+
+
+def writable_dir(key: str, folder: Path) -> None:
+    """Fail now, not mid-sweep, when a store's folder cannot be created or written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot create {folder}: {exc.strerror}") from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}: folder {folder} is not writable")
+
+
+def mask_url(url: str | None) -> str | None:
+    """Replace a password in a URL with *** so it can be printed or logged."""
+    if not url or "://" not in url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    return urlunsplit(
+        parts._replace(netloc=re.sub(r":[^:]*$", ":***", netloc[0]) + "@" + netloc[1])
+    )
+
+
+def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, str]:
+    """Dotted key -> string value, the shape MLflow params want; URLs come out masked."""
+    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    flat: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            text = str(value)
+            flat[name] = mask_url(text) if "://" in text else text
+    return flat
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__

@@ -1,0 +1,66 @@
+"""What people read on the terminal: one line per trial, a live epoch counter on a TTY."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from sweep.training import EpochHook, EpochLog
+
+
+def fmt_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def fmt_params(params: dict[str, Any]) -> str:
+    """`depth=3 width=20 activation=tanh lr=0.0123`: leaf names are enough to read a trial."""
+    return " ".join(f"{k.rsplit('.', 1)[-1]}={fmt_value(v)}" for k, v in params.items())
+
+
+def say(text: str, prefix: str = "") -> None:
+    """Print a whole line (clearing a live counter first) and flush, so workers don't interleave."""
+    end = "\x1b[K" if sys.stdout.isatty() else ""
+    sys.stdout.write(f"\r{prefix}{text}{end}\n")
+    sys.stdout.flush()
+
+
+def epoch_counter(label: str, epochs: int) -> EpochHook:
+    """A carriage-return progress line per epoch; silent when stdout is not a terminal."""
+
+    def hook(log: EpochLog) -> None:
+        if sys.stdout.isatty():
+            sys.stdout.write(
+                f"\r  {label} epoch {log.epoch}/{epochs}  train_loss={log.train_loss:.3g} "
+                f"val_loss={log.val_loss:.3g}\x1b[K"
+            )
+            sys.stdout.flush()
+
+    return hook
+
+
+def trial_line(
+    done: int,
+    total: int,
+    number: int,
+    state: str,
+    value: float | None,
+    best: tuple[int, float] | None,
+    params: dict[str, Any],
+    seconds: float,
+    run_id: str | None,
+    reason: str | None = None,
+) -> str:
+    """One trial: `[ 3/30] trial 2  COMPLETE  val_mse=1.2e-03  best=1.1e-03 (#1)  depth=3 ...`."""
+    width = len(str(total))
+    parts = [f"[{done:>{width}}/{total}] trial {number:<3d} {state:<8s}"]
+    parts.append(f"val_mse={value:.3e}" if value is not None else "val_mse=    -    ")
+    parts.append(f"best={best[1]:.3e} (#{best[0]})" if best else "best=-")
+    parts.append(fmt_params(params))
+    parts.append(f"{seconds:.1f}s")
+    if run_id:
+        parts.append(f"run {run_id[:8]}")
+    if reason:
+        parts.append(f"({reason})")
+    return "  ".join(parts)

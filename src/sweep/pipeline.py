@@ -1,0 +1,152 @@
+"""One run end to end: config -> data -> model -> training -> everything logged to a Run.
+
+Used for the baseline, for every sweep trial and for reruns, so all runs carry the same record.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from sweep import plots, provenance
+from sweep.config import flatten
+from sweep.data import Dataset, make_dataset
+from sweep.model import build_mlp, build_optimizer
+from sweep.tracking import Run
+from sweep.training import (
+    EpochHook,
+    EpochLog,
+    TrainResult,
+    configure_tensorflow,
+    reset_state,
+    train,
+)
+
+REPLAY_VERSION = 1
+
+
+def dataset_for(cfg: DictConfig) -> Dataset:
+    d = cfg.data
+    return make_dataset(d.x_min, d.x_max, d.step, d.n_val, d.n_test, d.seed)
+
+
+def replay_record(cfg: DictConfig, data: Dataset, overrides: Sequence[str]) -> dict[str, Any]:
+    """Everything a rerun needs besides the config itself, and what it should compare against."""
+    return {
+        "replay_version": REPLAY_VERSION,
+        "overrides": list(overrides),
+        "seeds": {
+            "weights_and_shuffle": cfg.seed,
+            "data": cfg.data.seed,
+            "sampler": OmegaConf.select(cfg, "search.sampler.seed"),
+        },
+        "deterministic": bool(cfg.trainer.deterministic),
+        "git": provenance.git_state(),
+        "versions": provenance.versions(),
+        "platform": provenance.platform_info(),
+        "data_digest": {
+            "train": data.train.digest(),
+            "val": data.val.digest(),
+            "test": data.test.digest(),
+        },
+        "command": " ".join(sys.argv),
+    }
+
+
+def log_record(run: Run, cfg: DictConfig, data: Dataset, overrides: Sequence[str]) -> None:
+    """Params (flattened config, once), the resolved config and the replay record as files."""
+    record = replay_record(cfg, data, overrides)
+    run.log_params(flatten(cfg))
+    run.set_tags(
+        {
+            "git_commit": record["git"]["commit"],
+            "git_dirty": record["git"]["dirty"],
+            "deterministic": str(record["deterministic"]).lower(),
+        }
+    )
+    run.log_yaml(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
+    run.log_text("\n".join(overrides) + "\n", "overrides.txt")
+    run.log_json(record, "replay.json")
+
+
+def metric_hook(run: Run) -> EpochHook:
+    """Buffer each epoch's losses with step=epoch; written in one batch at the end."""
+
+    def hook(log: EpochLog) -> None:
+        run.log_metrics({"train_loss": log.train_loss, "val_loss": log.val_loss}, step=log.epoch)
+
+    return hook
+
+
+def execute(
+    cfg: DictConfig,
+    run: Run,
+    overrides: Sequence[str] = (),
+    hooks: Sequence[EpochHook] = (),
+) -> TrainResult:
+    """Train the configured model, logging record, per-epoch losses, final metrics, model, plots."""
+    configure_tensorflow(cfg.trainer.threads, cfg.trainer.deterministic)
+    data = dataset_for(cfg)
+    log_record(run, cfg, data, overrides)
+    reset_state(cfg.seed)
+    model = build_mlp(cfg.model.depth, cfg.model.width, cfg.model.activation)
+    optimizer = build_optimizer(cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.momentum)
+    run.log_params({"n_params": model.count_params()})
+    result = train(
+        model,
+        optimizer,
+        data,
+        epochs=cfg.trainer.epochs,
+        batch_size=cfg.trainer.batch_size,
+        seed=cfg.seed,
+        jit_compile=cfg.trainer.jit_compile,
+        hooks=[metric_hook(run), *hooks],
+    )
+    log_result(run, cfg, model, data, result)
+    return result
+
+
+def log_result(run: Run, cfg: DictConfig, model: Any, data: Dataset, result: TrainResult) -> None:
+    """Final metrics, the model and the plots of one finished training."""
+    run.log_metrics(
+        {
+            "train_mse": result.train_mse,
+            "val_mse": result.val_mse,
+            "test_mse": result.test_mse,
+            "train_seconds": result.seconds,
+        },
+        step=len(result.history),
+    )
+    run.flush()
+    if cfg.tracking.log_model:
+        run.log_model(model, data.val.x[:5], requirements())
+    if cfg.tracking.log_plots:
+        log_plots(run, cfg, model, result)
+
+
+def log_plots(run: Run, cfg: DictConfig, model: Any, result: TrainResult) -> None:
+    """Prediction vs truth (a little beyond the training interval) and the loss curves."""
+    lo, hi = cfg.data.x_min, cfg.data.x_max
+    margin = 0.1 * (hi - lo)
+    x = np.linspace(lo - margin, hi + margin, 1200, dtype=np.float32).reshape(-1, 1)
+    pred = np.asarray(model(x, training=False))
+    fig = plots.prediction_figure(
+        x, {"model": pred}, (lo, hi), title=f"val MSE {result.val_mse:.2e}"
+    )
+    run.log_figure(fig, "plots/prediction.png")
+    plots.close(fig)
+    fig = plots.loss_figure(
+        [h.train_loss for h in result.history], [h.val_loss for h in result.history]
+    )
+    run.log_figure(fig, "plots/loss.png")
+    plots.close(fig)
+
+
+def requirements() -> list[str]:
+    """Pinned requirements for the logged model, read from what is installed."""
+    v = provenance.versions()
+    return [f"tensorflow=={v['tensorflow']}", f"keras=={v['keras']}", f"numpy=={v['numpy']}"]

@@ -1,0 +1,108 @@
+"""Matplotlib figures from plain arrays and lists; callers decide where they go (and close them)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def prediction_figure(
+    x: np.ndarray,
+    curves: dict[str, np.ndarray],
+    train_range: tuple[float, float],
+    title: str = "prediction vs truth",
+) -> Figure:
+    """sin(x) and each model's prediction, with the training interval shaded."""
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(8, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    x = np.asarray(x).ravel()
+    truth = np.sin(x)
+    top.plot(x, truth, color="black", lw=2.5, alpha=0.35, label="sin(x)")
+    for name, pred in curves.items():
+        pred = np.asarray(pred).ravel()
+        top.plot(x, pred, lw=1.3, label=name)
+        bottom.plot(x, pred - truth, lw=1.0, label=name)
+    for ax in (top, bottom):
+        ax.axvspan(*train_range, color="tab:blue", alpha=0.05)
+        ax.grid(alpha=0.3)
+    top.set_ylabel("y")
+    top.set_title(title)
+    top.legend(loc="upper right")
+    bottom.axhline(0, color="black", lw=0.8)
+    bottom.set_ylabel("error")
+    bottom.set_xlabel("x (shaded: training interval)")
+    fig.tight_layout()
+    return fig
+
+
+def loss_figure(
+    train_loss: Sequence[float], val_loss: Sequence[float], title: str = "loss per epoch"
+) -> Figure:
+    """Training and validation MSE per epoch on a log scale, where the slow decline is visible."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    epochs = np.arange(1, len(train_loss) + 1)
+    ax.plot(epochs, train_loss, marker=".", label="train_loss")
+    ax.plot(epochs, val_loss, marker=".", label="val_loss")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MSE")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def history_figure(
+    numbers: Sequence[int], values: Sequence[float], states: Sequence[str]
+) -> Figure:
+    """Each trial's validation MSE and the best so far: is the study still improving?"""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    numbers, values = np.asarray(numbers), np.asarray(values, dtype=float)
+    complete = np.array([s == "COMPLETE" for s in states])
+    ax.scatter(numbers[complete], values[complete], s=18, label="complete")
+    if (~complete).any():
+        ax.scatter(
+            numbers[~complete], values[~complete], s=18, marker="x", label="pruned (last value)"
+        )
+    best = np.fmin.accumulate(np.where(complete, values, np.inf))
+    ax.step(
+        numbers,
+        np.where(np.isfinite(best), best, np.nan),
+        where="post",
+        color="tab:red",
+        label="best",
+    )
+    ax.set_yscale("log")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation MSE")
+    ax.set_title("optimisation history")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def importance_figure(importances: dict[str, float]) -> Figure:
+    """Horizontal bars of each swept parameter's importance (fANOVA), largest on top."""
+    fig, ax = plt.subplots(figsize=(7, 0.6 * max(len(importances), 2) + 1.2))
+    names = list(importances)[::-1]
+    ax.barh(names, [importances[n] for n in names], color="tab:blue")
+    ax.set_xlabel("importance for validation MSE")
+    ax.set_title("parameter importances")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
+
+
+def close(fig: Figure) -> None:
+    """Release a figure; a long sweep must not accumulate them."""
+    plt.close(fig)

@@ -1,0 +1,170 @@
+"""The search space (Hydra's sweep grammar) mapped to Optuna distributions, samplers and pruners.
+
+Pure mapping: no TensorFlow, no MLflow, no study loop (that is study.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+from sweep.config import ConfigError, first_line
+
+# Keys whose values never change what a trial computes; a resumed study may change them freely.
+VOLATILE_KEYS = (
+    "search.n_trials",
+    "search.jobs",
+    "search.storage",
+    "tracking",
+    "paths",
+    "trainer.threads",
+)
+
+
+def parse_space(
+    space: DictConfig | dict | None, cfg: DictConfig | None = None
+) -> dict[str, BaseDistribution]:
+    """Map `{model: {depth: "int(interval(1, 6))"}}` (or dotted keys) to Optuna distributions.
+
+    Keys are the config keys each expression sets; each must exist in cfg.
+    """
+    if not space:
+        return {}
+    parser = OverridesParser.create()
+    dists: dict[str, BaseDistribution] = {}
+    for key, expr in _leaves(space).items():
+        if cfg is not None and OmegaConf.select(cfg, key, default="<missing>") == "<missing>":
+            raise ConfigError(f"search.space: key {key!r} does not exist in the config")
+        try:
+            override = parser.parse_overrides([f"{key}={expr}"])[0]
+        except Exception as exc:
+            raise ConfigError(
+                f"search.space.{key}: cannot parse {expr!r}: {first_line(exc)}"
+            ) from exc
+        dists[key] = to_distribution(override)
+    return dists
+
+
+def _leaves(space: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
+    data = OmegaConf.to_container(space, resolve=True) if isinstance(space, DictConfig) else space
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def to_distribution(override: Override) -> BaseDistribution:
+    """One parsed sweep override -> the Optuna distribution that samples the same values."""
+    key = override.key_or_group
+    value = override.value()
+    if not override.is_sweep_override():
+        raise ConfigError(
+            f"search.space.{key}: {override.get_value_element_as_str()!r} is a single value; "
+            "use choice(...), interval(...), int(interval(...)) or range(...)"
+        )
+    if isinstance(value, ChoiceSweep):
+        choices = [c for c in override.sweep_iterator(transformer=lambda x: x)]
+        return CategoricalDistribution(choices)
+    if isinstance(value, RangeSweep):
+        # Hydra's range(a, b) excludes b; Optuna's int bounds include it.
+        if value.step > 0 and all(
+            isinstance(v, int) for v in (value.start, value.stop, value.step)
+        ):
+            return IntDistribution(
+                int(value.start), int(value.stop) - int(value.step), step=int(value.step)
+            )
+        return CategoricalDistribution(list(override.sweep_iterator(transformer=lambda x: x)))
+    if isinstance(value, IntervalSweep):
+        log = "log" in value.tags
+        if value.start >= value.end:
+            raise ConfigError(
+                f"search.space.{key}: interval needs low < high, got {value.start}, {value.end}"
+            )
+        if log and value.start <= 0:
+            raise ConfigError(f"search.space.{key}: a log interval needs a positive low bound")
+        if isinstance(value.start, int) and isinstance(value.end, int):
+            return IntDistribution(value.start, value.end, log=log)
+        return FloatDistribution(float(value.start), float(value.end), log=log)
+    raise ConfigError(
+        f"search.space.{key}: unsupported sweep {override.get_value_element_as_str()!r}"
+    )
+
+
+def apply_params(cfg: DictConfig, params: dict[str, Any]) -> DictConfig:
+    """A copy of cfg with each dotted key set to the trial's value."""
+    out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    for key, value in params.items():
+        OmegaConf.update(out, key, value, merge=False)
+    return out
+
+
+def baseline_params(cfg: DictConfig, space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    """The config's own values for the swept keys: the tutorial's point in the space."""
+    params = {key: OmegaConf.select(cfg, key) for key in space}
+    for key, dist in space.items():
+        if not dist._contains(dist.to_internal_repr(params[key])):
+            raise ConfigError(
+                f"search.space.{key}: the baseline value {params[key]!r} is outside the space"
+            )
+    return params
+
+
+def make_sampler(spec: DictConfig) -> optuna.samplers.BaseSampler:
+    """Optuna sampler from `search.sampler`; seeded so a study's proposals are reproducible."""
+    seed = spec.get("seed")
+    if spec.name == "tpe":
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=spec.get("n_startup_trials", 10)
+        )
+    if spec.name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec.name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    if spec.name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed)
+    raise ConfigError(f"search.sampler.name={spec.name!r} is unknown")
+
+
+def make_pruner(spec: DictConfig) -> optuna.pruners.BasePruner:
+    """Optuna pruner from `search.pruner`; pruning acts on the per-epoch validation loss."""
+    startup = spec.get("n_startup_trials", 5)
+    warmup = spec.get("n_warmup_steps", 5)
+    if spec.name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)
+    if spec.name == "percentile":
+        return optuna.pruners.PercentilePruner(
+            spec.get("percentile", 25.0), n_startup_trials=startup, n_warmup_steps=warmup
+        )
+    if spec.name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, warmup))
+    if spec.name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, warmup))
+    return optuna.pruners.NopPruner()
+
+
+def fingerprint(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
+    """Digest of everything that decides what a trial computes (space, fixed config, sampler)."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    for dotted in VOLATILE_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = data
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16], data

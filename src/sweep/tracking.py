@@ -1,0 +1,273 @@
+"""The only module that imports mlflow: stores, runs, batched metrics, artifacts, models.
+
+Training knows nothing of MLflow; pipeline.py hands it a `Run` (or a `NullRun` when
+`tracking=none`), and study.py uses `Tracker` for the sweep's parent run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+import logging  # noqa: E402
+
+import mlflow  # noqa: E402
+
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+logging.getLogger("alembic").setLevel(logging.WARNING)
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # noqa: E402
+
+from sweep.config import ConfigError, first_line, mask_url, sqlite_path  # noqa: E402
+
+BATCH = 1000  # MLflow's limit of metrics per log_batch call
+TERMINAL = ("FINISHED", "FAILED", "KILLED")
+
+
+def enable_wal(url: str) -> None:
+    """Put a SQLite store in WAL mode once, so concurrent workers' writers don't block readers."""
+    if url.startswith("sqlite:"):
+        path = sqlite_path(url)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(path, timeout=60) as con:
+            con.execute("PRAGMA journal_mode=WAL")
+
+
+class Run:
+    """One open MLflow run: params once, metrics buffered, artifacts as files."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self._metrics: list[Metric] = []
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100], synchronous=True)
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        """Buffer metrics; they reach the store at `flush()` in one batched write."""
+        now = int(time.time() * 1000)
+        self._metrics += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+
+    def flush(self) -> None:
+        while self._metrics:
+            chunk, self._metrics = self._metrics[:BATCH], self._metrics[BATCH:]
+            self.client.log_batch(self.run_id, metrics=chunk)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_text(self, text: str, path: str) -> None:
+        self.client.log_text(self.run_id, text, path)
+
+    def log_yaml(self, data: dict, path: str) -> None:
+        self.log_text(yaml.safe_dump(data, sort_keys=False), path)
+
+    def log_json(self, data: dict, path: str) -> None:
+        self.log_text(json.dumps(data, indent=2, sort_keys=True, default=str), path)
+
+    def log_figure(self, fig: Any, path: str) -> None:
+        self.client.log_figure(self.run_id, fig, path)
+
+    def log_file(self, local_path: str, artifact_dir: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, local_path, artifact_dir)
+
+    def log_model(self, model: Any, x_example: np.ndarray, requirements: list[str]) -> str:
+        """Log a Keras model MLflow can load back; explicit requirements skip a ~6 s inference."""
+        import mlflow.keras
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(x_example, np.asarray(model(x_example)))
+        active = mlflow.active_run()
+        if active is None or active.info.run_id != self.run_id:
+            mlflow.start_run(run_id=self.run_id)
+        info = mlflow.keras.log_model(
+            model, name="model", signature=signature, pip_requirements=requirements
+        )
+        return info.model_uri
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Flush and close with an MLflow status: FINISHED, FAILED or KILLED."""
+        try:
+            self.flush()
+        finally:
+            active = mlflow.active_run()
+            if active is not None and active.info.run_id == self.run_id:
+                mlflow.end_run(status=status)
+            else:
+                self.client.set_terminated(self.run_id, status)
+
+
+class NullRun(Run):
+    """`tracking=none`: the same calls, nothing stored."""
+
+    def __init__(self) -> None:
+        self.run_id = None
+        self._metrics = []
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None: ...
+    def flush(self) -> None: ...
+    def set_tags(self, tags: dict[str, Any]) -> None: ...
+    def log_text(self, text: str, path: str) -> None: ...
+    def log_figure(self, fig: Any, path: str) -> None: ...
+    def log_file(self, local_path: str, artifact_dir: str | None = None) -> None: ...
+    def log_model(self, model: Any, x_example: np.ndarray, requirements: list[str]) -> str:
+        return ""
+
+    def end(self, status: str = "FINISHED") -> None: ...
+
+
+class Tracker:
+    """An MLflow store and experiment; creates them once, then opens runs in them."""
+
+    def __init__(self, uri: str, experiment: str, artifact_root: str | None = None) -> None:
+        self.uri = uri
+        self.experiment = experiment
+        self.artifact_root = artifact_root
+        self.client = MlflowClient(uri)
+        self.experiment_id: str | None = None
+        mlflow.set_tracking_uri(uri)
+
+    @property
+    def enabled(self) -> bool:
+        return True
+
+    def setup(self) -> str:
+        """Create the store (schema migration) and the experiment; safe to call from any worker."""
+        check_reachable(self.uri)
+        try:
+            exp = self.client.get_experiment_by_name(self.experiment)
+            exp_id = self._create_experiment() if exp is None else exp.experiment_id
+        except MlflowException as exc:
+            raise ConfigError(f"tracking.uri={mask_url(self.uri)}: {first_line(exc)}") from exc
+        if self.uri.startswith("sqlite:"):
+            enable_wal(self.uri)
+        self.experiment_id = exp_id
+        mlflow.set_experiment(experiment_id=exp_id)
+        return exp_id
+
+    def _create_experiment(self) -> str:
+        location = None
+        if self.artifact_root and not self.uri.startswith(("http:", "https:")):
+            Path(self.artifact_root).mkdir(parents=True, exist_ok=True)
+            location = Path(self.artifact_root).resolve().as_uri()
+        try:
+            return self.client.create_experiment(self.experiment, artifact_location=location)
+        except MlflowException:  # another worker created it first
+            return self.client.get_experiment_by_name(self.experiment).experiment_id
+
+    def start_run(
+        self, name: str, parent_run_id: str | None = None, tags: dict | None = None
+    ) -> Run:
+        """Open a run (a child when parent_run_id is given) and make it the active one."""
+        if self.experiment_id is None:
+            self.setup()
+        all_tags = {MLFLOW_RUN_NAME: name, **(tags or {})}
+        if parent_run_id:
+            all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+        info = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info
+        mlflow.start_run(run_id=info.run_id)
+        return Run(self.client, info.run_id)
+
+    def create_run(self, name: str, tags: dict | None = None) -> Run:
+        """A run that is not made active: the sweep's parent, shared by every worker."""
+        if self.experiment_id is None:
+            self.setup()
+        info = self.client.create_run(self.experiment_id, tags=tags or {}, run_name=name).info
+        return Run(self.client, info.run_id)
+
+    def open_run(self, run_id: str) -> Run:
+        """Handle on an existing run (a parent reopened by a resumed sweep or another worker)."""
+        return Run(self.client, run_id)
+
+    def status(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.status
+
+    def reopen(self, run_id: str) -> None:
+        """Mark a finished parent RUNNING again while a resumed sweep adds trials to it."""
+        self.client.update_run(run_id, status="RUNNING")
+
+    def terminate(self, run_id: str, status: str, reason: str | None = None) -> None:
+        """Close a run another (dead) process left RUNNING."""
+        try:
+            if self.client.get_run(run_id).info.status in TERMINAL:
+                return
+            if reason:
+                self.client.set_tag(run_id, "fail_reason", reason)
+            self.client.set_terminated(run_id, status)
+        except MlflowException:
+            pass
+
+    def download(self, run_id: str, path: str, dst: str | None = None) -> str:
+        return mlflow.artifacts.download_artifacts(
+            run_id=run_id,
+            artifact_path=path,
+            dst_path=dst or tempfile.mkdtemp(),
+            tracking_uri=self.uri,
+        )
+
+
+class NullTracker:
+    """Stands in for Tracker when `tracking=none`."""
+
+    uri = None
+    experiment_id = None
+    enabled = False
+
+    def setup(self) -> None:
+        return None
+
+    def start_run(
+        self, name: str, parent_run_id: str | None = None, tags: dict | None = None
+    ) -> Run:
+        return NullRun()
+
+    def create_run(self, name: str, tags: dict | None = None) -> Run:
+        return NullRun()
+
+    def open_run(self, run_id: str) -> Run:
+        return NullRun()
+
+    def status(self, run_id: str) -> str:
+        return "FINISHED"
+
+    def reopen(self, run_id: str) -> None: ...
+
+    def terminate(self, run_id: str, status: str, reason: str | None = None) -> None: ...
+
+
+def make_tracker(tracking: Any) -> Tracker | NullTracker:
+    """Tracker for the `tracking` config group."""
+    if not tracking.enabled:
+        return NullTracker()
+    return Tracker(tracking.uri, tracking.experiment, tracking.get("artifact_root"))
+
+
+def check_reachable(uri: str) -> None:
+    """Fail in seconds with one line when a tracking server does not answer."""
+    if not uri.startswith(("http:", "https:")):
+        return
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
+    except requests.RequestException as exc:
+        raise ConfigError(
+            f"tracking.uri={mask_url(uri)} is unreachable: {type(exc).__name__}"
+        ) from exc

@@ -1,0 +1,53 @@
+"""Shared fixtures: real configs composed from conf/, every output under tmp_path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
+    """compose(overrides) -> the real config, with every store under tmp_path."""
+    GlobalHydra.instance().clear()
+
+    def _compose(*overrides: str, store: Path | None = None) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose(
+                config_name="config", overrides=[f"paths.store={store or tmp_path}", *overrides]
+            )
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+def clean_env() -> dict[str, str]:
+    """The environment a user's shell would have, minus anything pointing at another store."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_cli(
+    *args: str, store: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """`python -m sweep <args> paths.store=<store>` as a user would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "sweep", *args, f"paths.store={store}"],
+        cwd=ROOT,
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

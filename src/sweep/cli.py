@@ -194,9 +194,14 @@ def hydra_entry(task: Callable[[DictConfig, list[str]], int | None]) -> Callable
     return hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")(guarded(task))
 
 
+# Commands that compose conf/ with Hydra: task(cfg, overrides) -> exit code.
 COMMANDS: dict[str, Callable[[DictConfig, list[str]], int | None]] = {
     "baseline": run_baseline,
     "train": run_baseline,
     "sweep": run_sweep,
     "worker": run_join,
 }
+
+# Commands that do not compose conf/ (they read a past run's record, or serve a store):
+# command(argv) -> exit code, with their own argparse.
+PLAIN_COMMANDS: dict[str, Callable[[list[str]], int]] = {}

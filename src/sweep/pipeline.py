@@ -5,8 +5,11 @@ Used for the baseline, for every sweep trial and for reruns, so all runs carry t
 
 from __future__ import annotations
 
+import os
+import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,8 +56,32 @@ def replay_record(cfg: DictConfig, data: Dataset, overrides: Sequence[str]) -> d
             "val": data.val.digest(),
             "test": data.test.digest(),
         },
-        "command": " ".join(sys.argv),
+        "runtime": runtime_state(),
+        "command": shlex.join(["python", *sys.orig_argv[1:]]),
     }
+
+
+def runtime_state() -> dict[str, Any]:
+    """What moves float results besides the config: determinism in force, oneDNN, CPU, cores."""
+    from tensorflow.python.framework import config as tf_config  # no public getter
+
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")),
+        "unknown",
+    )
+    return {
+        "op_determinism": bool(tf_config.is_op_determinism_enabled()),
+        "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+        "cpu": cpu,
+        "cpus": len(os.sched_getaffinity(0)),
+    }
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
 
 
 def log_record(run: Run, cfg: DictConfig, data: Dataset, overrides: Sequence[str]) -> None:

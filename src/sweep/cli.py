@@ -17,10 +17,10 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.config import ConfigError, first_line, prepare
+from sweep.config import ConfigError, SweepError, first_line, prepare
 
 CONF_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "conf")
-EXIT_CONFIG, EXIT_INTERRUPTED = 2, 130
+EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 1, 2, 130
 
 
 def fail(message: str, code: int = EXIT_CONFIG) -> None:
@@ -54,10 +54,10 @@ def guarded(task: Callable[[DictConfig, list[str]], int | None]) -> Callable[[Di
         try:
             cfg = prepare(raw)
             code = task(cfg, task_overrides())
-        except ConfigError as exc:
+        except (ConfigError, SweepError) as exc:
             if os.environ.get("SWEEP_TRACEBACK"):
                 raise
-            fail(str(exc))
+            fail(str(exc), EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_FAILED)
         except KeyboardInterrupt:
             print("\ninterrupted", file=sys.stderr)
             sys.exit(EXIT_INTERRUPTED)
@@ -103,22 +103,35 @@ def run_sweep(cfg: DictConfig, overrides: Sequence[str]) -> int:
     from sweep.study import open_sweep, run_worker, summarize, summary_text
 
     sweep = open_sweep(cfg, overrides)
-    done = _announce(sweep)
+    _announce(sweep)
     try:
         if cfg.search.jobs == 1:
             run_worker(sweep)
         else:
             _run_processes(cfg, overrides, cfg.search.jobs)
     except KeyboardInterrupt:
-        summary = summarize(sweep)
-        console.say(summary_text(summary))
-        console.say(
-            f"stopped; run the same command again to continue study {cfg.search.study_name!r}"
-        )
+        _stopped(sweep, "interrupted")
         raise
-    summary = summarize(sweep)
-    console.say(summary_text(summary))
-    return 0 if done is not None else 0
+    except SweepError:
+        _stopped(sweep, "stopped")
+        raise
+    console.say(summary_text(summarize(sweep)))
+    return 0
+
+
+def _stopped(sweep: Any, why: str) -> None:
+    """Say where an unfinished study stands and how to continue it; mark its parent run."""
+    from sweep import console
+    from sweep.study import counts, summarize, summary_text
+
+    console.say(summary_text(summarize(sweep)))
+    if sweep.parent_run_id:
+        sweep.tracker.terminate(sweep.parent_run_id, "KILLED", why)
+    done, _ = counts(sweep.study)
+    console.say(
+        f"{why} at {done}/{sweep.cfg.search.n_trials} finished trials; "
+        "run the same command again to continue the study"
+    )
 
 
 def run_join(cfg: DictConfig, overrides: Sequence[str]) -> int:
@@ -184,9 +197,9 @@ def _worker_process(data: dict, overrides: list[str], index: int, jobs: int) -> 
         run_worker(open_sweep(cfg, overrides), prefix=f"[w{index}] ")
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
-    except ConfigError as exc:
+    except (ConfigError, SweepError) as exc:
         print(f"error: [w{index}] {first_line(exc)}", file=sys.stderr)
-        sys.exit(EXIT_CONFIG)
+        sys.exit(EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_FAILED)
 
 
 def hydra_entry(task: Callable[[DictConfig, list[str]], int | None]) -> Callable[[], None]:
@@ -202,6 +215,13 @@ COMMANDS: dict[str, Callable[[DictConfig, list[str]], int | None]] = {
     "worker": run_join,
 }
 
+def run_server(argv: list[str]) -> int:
+    """`python -m sweep server`: an MLflow tracking server for workers on many machines."""
+    from sweep.server import serve
+
+    return serve(argv)
+
+
 # Commands that do not compose conf/ (they read a past run's record, or serve a store):
 # command(argv) -> exit code, with their own argparse.
-PLAIN_COMMANDS: dict[str, Callable[[list[str]], int]] = {}
+PLAIN_COMMANDS: dict[str, Callable[[list[str]], int]] = {"server": run_server}

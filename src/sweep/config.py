@@ -26,6 +26,10 @@ class ConfigError(ValueError):
     """A user-facing config mistake; its message is the one line the user sees."""
 
 
+class SweepError(RuntimeError):
+    """A sweep that cannot go on (e.g. every trial fails); its message is the line users see."""
+
+
 def prepare(cfg: DictConfig) -> DictConfig:
     """Return a resolved, validated copy with every local path made absolute."""
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))

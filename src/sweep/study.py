@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep import console, plots
-from sweep.config import ConfigError, first_line, flatten, mask_url
+from sweep.config import ConfigError, SweepError, first_line, flatten, mask_url
 from sweep.search import (
     apply_params,
     baseline_params,
@@ -33,9 +33,10 @@ from sweep.search import (
     make_sampler,
     parse_space,
 )
-from sweep.tracking import NullTracker, Tracker, enable_wal, make_tracker
+from sweep.tracking import NullTracker, Tracker, check_reachable, enable_wal, make_tracker
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+MLFLOW_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED"}
 PARENT_ATTR = "mlflow_parent_run_id"
 RUN_ATTR = "mlflow_run_id"
 
@@ -61,10 +62,6 @@ class Sweep:
     tracker: Tracker | NullTracker
     parent_run_id: str | None
     overrides: Sequence[str] = ()
-
-
-class Interrupted(Exception):
-    """The sweep was stopped by Ctrl-C or SIGTERM after closing its current trial."""
 
 
 # --------------------------------------------------------------------------- storage and study
@@ -109,12 +106,65 @@ def _on_stale_trial(tracker: Tracker | NullTracker | None):  # noqa: ANN202
 def open_sweep(cfg: DictConfig, overrides: Sequence[str] = (), create: bool = True) -> Sweep:
     """Create the stores, the experiment, the study and its parent run once, or join them."""
     space = parse_space(cfg.search.space, cfg)
+    check_storage(cfg.search.storage)
     tracker = make_tracker(cfg.tracking)
-    tracker.setup()
-    storage = make_storage(cfg, tracker)
-    study, created = _create_or_load(cfg, storage, space, create)
-    parent = _parent_run(cfg, study, tracker, created)
-    return Sweep(cfg, study, space, tracker, parent, tuple(overrides))
+    if tracker.enabled:
+        check_reachable(cfg.tracking.uri)
+    with setup_lock(cfg):
+        storage = make_storage(cfg, tracker)
+        study, created = _create_or_load(cfg, storage, space, create)
+        tracker.setup()
+        parent = _parent_run(cfg, study, tracker, created)
+    sweep = Sweep(cfg, study, space, tracker, parent, tuple(overrides))
+    close_orphan_runs(sweep)
+    return sweep
+
+
+def check_storage(url: str) -> None:
+    """Connect once to a server-backed storage, so an unreachable one fails before any write."""
+    if url.startswith("sqlite:"):
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:
+        where = mask_url(url)
+        raise ConfigError(f"search.storage={where} is unreachable: {first_line(exc)}") from exc
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def setup_lock(cfg: DictConfig) -> Iterator[None]:
+    """Serialise store creation among workers on this machine.
+
+    Two processes creating a fresh SQLite store at once race on its schema migration; a file
+    lock under paths.store makes the first one create it and the others wait, then join.
+    """
+    import fcntl
+
+    path = os.path.join(cfg.paths.store, ".setup.lock")
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def close_orphan_runs(sweep: Sweep) -> None:
+    """Kill child runs left RUNNING by a dead worker whose trial is no longer running."""
+    if sweep.parent_run_id is None:
+        return
+    trials = sweep.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    running = {t.number for t in trials}
+    for run in sweep.tracker.child_runs(sweep.parent_run_id, status="RUNNING"):
+        number = run.data.tags.get("sweep.trial")
+        if number is not None and int(number) not in running:
+            sweep.tracker.terminate(run.info.run_id, "KILLED", "worker lost before its trial ended")
 
 
 def _create_or_load(
@@ -231,8 +281,11 @@ def next_trial(sweep: Sweep, poll: float = 1.0) -> optuna.Trial | None:
         done, running = counts(sweep.study)
         if done >= target:
             return None
+        check_failures(sweep)
         if done + len(running) < target:
             trial = sweep.study.ask(sweep.space)
+            # At once: a worker killed before its first beat would leave a trial never stale.
+            beat(sweep.study, trial)
             done, running = counts(sweep.study)
             if trial.number in running[: max(target - done, 0)]:
                 return trial
@@ -243,6 +296,22 @@ def next_trial(sweep: Sweep, poll: float = 1.0) -> optuna.Trial | None:
             console.say(f"waiting for {len(running)} running trial(s) to finish or go stale")
             waiting_said = True
         time.sleep(poll)
+
+
+def check_failures(sweep: Sweep) -> None:
+    """Stop a sweep whose trials keep failing instead of asking for new ones forever."""
+    limit = sweep.cfg.search.max_failed_trials
+    failed = [
+        t
+        for t in sweep.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        if not str(t.user_attrs.get("fail_reason", "")).startswith(("surplus", "interrupted"))
+    ]
+    if limit and len(failed) >= limit:
+        last = failed[-1].user_attrs.get("fail_reason", "no reason recorded")
+        raise SweepError(
+            f"study {sweep.study.study_name!r} has {len(failed)} failed trials "
+            f"(search.max_failed_trials={limit}); last: {last}"
+        )
 
 
 def run_worker(sweep: Sweep, prefix: str = "") -> int:
@@ -284,13 +353,12 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, prefix: str = "") -> TrialState
             state = TrialState.PRUNED
         except Diverged as exc:
             state, reason = TrialState.FAIL, str(exc)
+        except KeyboardInterrupt:
+            _close(sweep, trial, run, TrialState.FAIL, None, "interrupted", mlflow_status="KILLED")
+            retry_later(sweep.study, trial)
+            raise
         except BaseException as exc:
-            reason = (
-                "interrupted"
-                if isinstance(exc, KeyboardInterrupt | Interrupted)
-                else first_line(exc)
-            )
-            _close(sweep, trial, run, TrialState.FAIL, None, reason)
+            _close(sweep, trial, run, TrialState.FAIL, None, first_line(exc))
             raise
     _close(sweep, trial, run, state, value, reason)
     _report(sweep, trial, state, value, time.perf_counter() - start, run.run_id, prefix, reason)
@@ -304,11 +372,10 @@ def _close(
     state: TrialState,
     value: float | None,
     reason: str | None,
+    mlflow_status: str | None = None,
 ) -> None:
     """Mark the trial in Optuna and its run in MLflow with the same outcome."""
-    mlflow_status = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED"}.get(
-        state, "FAILED"
-    )
+    mlflow_status = mlflow_status or MLFLOW_STATUS.get(state, "FAILED")
     tags = {"sweep.state": state.name}
     if reason:
         tags["fail_reason"] = reason
@@ -350,6 +417,12 @@ def _report(
     console.say(line, prefix)
 
 
+def retry_later(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Enqueue an interrupted trial's parameters, so a resumed study still evaluates them."""
+    attrs = {k: v for k, v in trial.user_attrs.items() if k == "baseline"}
+    study.enqueue_trial(trial.params, user_attrs={**attrs, "retry_of": trial.number})
+
+
 def pruning_hook(trial: optuna.Trial):  # noqa: ANN201
     """Report validation loss each epoch; raise TrialPruned when the pruner says so."""
 
@@ -362,13 +435,25 @@ def pruning_hook(trial: optuna.Trial):  # noqa: ANN201
     return hook
 
 
+def heartbeat_interval(study: optuna.Study) -> int:
+    """Seconds between heartbeats of this study's storage; 0 when it keeps none."""
+    storage = study._storage
+    return (storage.get_heartbeat_interval() or 0) if hasattr(storage, "record_heartbeat") else 0
+
+
+def beat(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Record one heartbeat for a running trial, if the storage keeps them."""
+    if heartbeat_interval(study):
+        study._storage.record_heartbeat(trial._trial_id)
+
+
 class heartbeat:  # noqa: N801 - used as a context manager, reads like one
     """Record the trial's heartbeat from a thread while it runs (ask/tell has no built-in one)."""
 
     def __init__(self, study: optuna.Study, trial: optuna.Trial) -> None:
         self.storage = study._storage
         self.trial_id = trial._trial_id
-        self.interval = getattr(self.storage, "heartbeat_interval", None) or 0
+        self.interval = heartbeat_interval(study)
         self.stop = threading.Event()
 
     def __enter__(self) -> heartbeat:

@@ -214,6 +214,13 @@ class Tracker:
         except MlflowException:
             pass
 
+    def child_runs(self, parent_run_id: str, status: str | None = None) -> list:
+        """The runs nested under a parent, optionally only those in one status."""
+        query = f"tags.mlflow.parentRunId = '{parent_run_id}'"
+        if status:
+            query += f" and attributes.status = '{status}'"
+        return self.client.search_runs([self.experiment_id], query, max_results=10000)
+
     def download(self, run_id: str, path: str, dst: str | None = None) -> str:
         return mlflow.artifacts.download_artifacts(
             run_id=run_id,
@@ -248,6 +255,9 @@ class NullTracker:
         return "FINISHED"
 
     def reopen(self, run_id: str) -> None: ...
+
+    def child_runs(self, parent_run_id: str, status: str | None = None) -> list:
+        return []
 
     def terminate(self, run_id: str, status: str, reason: str | None = None) -> None: ...
 

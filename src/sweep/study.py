@@ -146,6 +146,7 @@ def setup_lock(cfg: DictConfig) -> Iterator[None]:
     """
     import fcntl
 
+    os.makedirs(cfg.paths.store, exist_ok=True)  # absent when both stores are remote
     path = os.path.join(cfg.paths.store, ".setup.lock")
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -199,6 +200,8 @@ def _create_or_load(
             study.enqueue_trial(baseline_params(cfg, space), user_attrs={"baseline": True})
     else:
         check_fingerprint(cfg, study)
+        # Every worker seeds its sampler alike; a joiner would replay the creator's proposals.
+        study.sampler.reseed_rng()
     return study, created
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import tempfile
 import time
@@ -17,6 +18,7 @@ from typing import Any
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # one line per trial
 
 import logging  # noqa: E402
 
@@ -35,6 +37,17 @@ from sweep.config import ConfigError, first_line, mask_url, sqlite_path  # noqa:
 
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
+URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+
+
+def masked(value: Any) -> str:
+    """Text with every URL's password replaced by ***: configs, overrides, commands, tags."""
+    return URL.sub(lambda m: mask_url(m.group()), str(value))
+
+
+def str_tags(tags: dict | None) -> dict[str, str]:
+    """Tag values as masked strings (a tracking server's protobuf refuses ints)."""
+    return {k: masked(v) for k, v in (tags or {}).items()}
 
 
 def enable_wal(url: str) -> None:
@@ -55,7 +68,7 @@ class Run:
         self._metrics: list[Metric] = []
 
     def log_params(self, params: dict[str, Any]) -> None:
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        items = [Param(k, masked(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100], synchronous=True)
 
@@ -70,10 +83,10 @@ class Run:
             self.client.log_batch(self.run_id, metrics=chunk)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in str_tags(tags).items()])
 
     def log_text(self, text: str, path: str) -> None:
-        self.client.log_text(self.run_id, text, path)
+        self.client.log_text(self.run_id, masked(text), path)
 
     def log_yaml(self, data: dict, path: str) -> None:
         self.log_text(yaml.safe_dump(data, sort_keys=False), path)
@@ -178,7 +191,7 @@ class Tracker:
         """Open a run (a child when parent_run_id is given) and make it the active one."""
         if self.experiment_id is None:
             self.setup()
-        all_tags = {MLFLOW_RUN_NAME: name, **(tags or {})}
+        all_tags = {MLFLOW_RUN_NAME: name, **str_tags(tags)}
         if parent_run_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
         info = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info
@@ -189,7 +202,7 @@ class Tracker:
         """A run that is not made active: the sweep's parent, shared by every worker."""
         if self.experiment_id is None:
             self.setup()
-        info = self.client.create_run(self.experiment_id, tags=tags or {}, run_name=name).info
+        info = self.client.create_run(self.experiment_id, tags=str_tags(tags), run_name=name).info
         return Run(self.client, info.run_id)
 
     def open_run(self, run_id: str) -> Run:

@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep import console, plots
 from sweep.config import ConfigError, SweepError, first_line, flatten, mask_url
+from sweep.registry import register_champion
 from sweep.search import (
     apply_params,
     baseline_params,
@@ -33,7 +34,14 @@ from sweep.search import (
     make_sampler,
     parse_space,
 )
-from sweep.tracking import NullTracker, Tracker, check_reachable, enable_wal, make_tracker
+from sweep.tracking import (
+    NullTracker,
+    Tracker,
+    check_reachable,
+    enable_wal,
+    make_tracker,
+    write_in_background,
+)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MLFLOW_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED"}
@@ -107,10 +115,10 @@ def open_sweep(cfg: DictConfig, overrides: Sequence[str] = (), create: bool = Tr
     """Create the stores, the experiment, the study and its parent run once, or join them."""
     space = parse_space(cfg.search.space, cfg)
     check_storage(cfg.search.storage)
-    tracker = make_tracker(cfg.tracking)
-    if tracker.enabled:
+    if cfg.tracking.enabled:
         check_reachable(cfg.tracking.uri)
     with setup_lock(cfg):
+        tracker = make_tracker(cfg.tracking)  # an MLflow client migrates a fresh SQLite store
         storage = make_storage(cfg, tracker)
         study, created = _create_or_load(cfg, storage, space, create)
         tracker.setup()
@@ -318,11 +326,19 @@ def check_failures(sweep: Sweep) -> None:
 
 
 def run_worker(sweep: Sweep, prefix: str = "") -> int:
-    """Run trials until the study has `search.n_trials` finished ones; returns trials run here."""
+    """Run trials until the study has `search.n_trials` finished ones; returns trials run here.
+
+    Plots are written on a background thread while the next trial trains; all are on disk
+    before this returns.
+    """
     ran = 0
-    while (trial := next_trial(sweep)) is not None:
-        run_trial(sweep, trial, prefix)
-        ran += 1
+    write_in_background(True)
+    try:
+        while (trial := next_trial(sweep)) is not None:
+            run_trial(sweep, trial, prefix)
+            ran += 1
+    finally:
+        write_in_background(False)
     return ran
 
 
@@ -511,6 +527,7 @@ def summarize(sweep: Sweep) -> dict[str, Any]:
         )
         parent.flush()
     _summary_plots(parent, study)
+    register_champion(sweep.cfg, summary)
     done, running = counts(study)
     if done >= sweep.cfg.search.n_trials and not running:
         parent.end("FINISHED")

@@ -9,7 +9,7 @@ JOBS   ?=
 PORT   ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help install baseline sweep worker ui test test-fast lint format bench clean
+.PHONY: help install baseline sweep worker ui rerun robust test test-fast lint format bench clean
 
 help: ## Show every target, one line each
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -33,6 +33,12 @@ worker: $(STAMP) ## Join the study on a shared storage and run trials until it r
 
 ui: $(STAMP) ## mlflow ui over the project's store on 127.0.0.1:$(PORT)
 	$(PY) -m sweep ui $(ARGS) --port $(PORT)
+
+rerun: $(STAMP) ## Train run RUN_ID again from its MLflow record alone; compare every metric (TOL=rel. tolerance)
+	$(PY) -m sweep rerun $(RUN_ID) $(if $(TOL),--tolerance $(TOL)) $(ARGS)
+
+robust: $(STAMP) ## Rerun a study's TOP best trials with SEEDS new seeds each (STUDY=sine-mlp TOP=5 SEEDS=5)
+	$(PY) -m sweep robust $(or $(STUDY),sine-mlp) --top $(or $(TOP),5) --seeds $(or $(SEEDS),5) $(ARGS)
 
 test: $(STAMP) ## The whole test suite (what CI runs)
 	$(PY) -m pytest

@@ -222,6 +222,24 @@ def run_server(argv: list[str]) -> int:
     return serve(argv)
 
 
+def run_rerun(argv: list[str]) -> int:
+    """`python -m sweep rerun RUN_ID`: a past run again from its MLflow record alone."""
+    from sweep.replay import rerun_command
+
+    return rerun_command(argv)
+
+
+def run_robust(argv: list[str]) -> int:
+    """`python -m sweep robust STUDY`: the study's best trials again with new seeds."""
+    from sweep.replay import robust_command
+
+    return robust_command(argv)
+
+
 # Commands that do not compose conf/ (they read a past run's record, or serve a store):
 # command(argv) -> exit code, with their own argparse.
-PLAIN_COMMANDS: dict[str, Callable[[list[str]], int]] = {"server": run_server}
+PLAIN_COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "server": run_server,
+    "rerun": run_rerun,
+    "robust": run_robust,
+}

@@ -103,6 +103,30 @@ def importance_figure(importances: dict[str, float]) -> Figure:
     return fig
 
 
+def seed_robustness_figure(
+    labels: Sequence[str], values: Sequence[Sequence[float]], originals: Sequence[float]
+) -> Figure:
+    """Validation MSE of each configuration over new seeds (box and points) beside the study's."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(labels) + 2), 4))
+    finite = [[v for v in vs if np.isfinite(v)] for vs in values]
+    positions = np.arange(1, len(labels) + 1)
+    ax.boxplot(finite, positions=positions, widths=0.5, showfliers=False)
+    jitter = np.random.default_rng(0)
+    for pos, vs in zip(positions, finite, strict=True):
+        ax.scatter(
+            pos + jitter.uniform(-0.12, 0.12, len(vs)), vs, s=16, alpha=0.7, color="tab:blue"
+        )
+    ax.scatter(positions, originals, marker="D", color="tab:red", zorder=3, label="study's seed")
+    ax.set_xticks(positions, labels)
+    ax.set_yscale("log")
+    ax.set_ylabel("validation MSE")
+    ax.set_title("seed robustness of the best trials (points: new seeds)")
+    ax.grid(alpha=0.3, axis="y", which="both")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 def close(fig: Figure) -> None:
     """Release a figure; a long sweep must not accumulate them."""
     plt.close(fig)

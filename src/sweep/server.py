@@ -88,7 +88,7 @@ def check_options(args: argparse.Namespace) -> None:
             )
 
 
-def check_database(url: str, password: str | None) -> None:
+def check_database(url: str, password: str | None, shown: str) -> None:
     """Connect once, so a missing database or role is one line now, not a traceback later."""
     import sqlalchemy
 
@@ -103,7 +103,7 @@ def check_database(url: str, password: str | None) -> None:
             db = urlsplit(url).path.lstrip("/")
             hint = f" (create it first: createdb -h HOST -U USER {db})"
         raise ConfigError(
-            f"backend store {mask_url(url)}: {first_line(exc.orig or exc)}{hint}"
+            f"backend store {shown}: {first_line(exc.orig or exc)}{hint}"
         ) from exc
     finally:
         engine.dispose()
@@ -172,7 +172,7 @@ def start(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     """Start `mlflow server` in its own process group; returns it and its local URL."""
     store, password = split_password(args.backend_store_uri)
     if urlsplit(store).scheme in POSTGRES:
-        check_database(store, password)
+        check_database(store, password, mask_url(args.backend_store_uri))
     env = dict(os.environ)
     env.pop(DB_ENV, None)
     if password is not None:

@@ -1,0 +1,332 @@
+"""Beyond one machine: workers on a PostgreSQL study logging to a real `mlflow server`.
+
+Each test makes its own role (with a password, to check it is masked everywhere) and databases on
+the PostgreSQL at 127.0.0.1:5432, starts `python -m sweep server` on a free port and drops it all
+afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import ROOT, clean_env
+
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+N_TRIALS = 6
+FAST = [
+    "experiment=tiny",
+    f"search.n_trials={N_TRIALS}",
+    "trainer.epochs=15",
+    "search.heartbeat_interval=1",
+    "search.grace_period=4",
+]
+
+
+def _admin():  # noqa: ANN202 - a psycopg2 connection
+    """An autocommit superuser connection to the `test` database (trust auth)."""
+    import psycopg2
+
+    errors = []
+    for user in ("postgres", "root"):
+        try:
+            con = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=user, dbname="test")
+        except psycopg2.OperationalError as exc:
+            errors.append(str(exc).strip())
+            continue
+        con.autocommit = True
+        return con
+    message = f"no PostgreSQL on {PG_HOST}:{PG_PORT}: {errors[-1]}"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@dataclass
+class Postgres:
+    """A throwaway role with a password and its databases."""
+
+    role: str
+    password: str
+
+    def url(self, db: str) -> str:
+        return f"postgresql://{self.role}:{self.password}@{PG_HOST}:{PG_PORT}/{self.role}_{db}"
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[Postgres]:
+    """Role `sweep_t_<hex>` with databases `<role>_optuna` and `<role>_mlflow`, dropped after."""
+    con = _admin()
+    pg = Postgres(f"sweep_t_{secrets.token_hex(4)}", f"pw-{secrets.token_hex(8)}")
+    with con.cursor() as cur:
+        cur.execute(f"CREATE ROLE {pg.role} LOGIN PASSWORD %s", (pg.password,))
+        for db in ("optuna", "mlflow"):
+            cur.execute(f"CREATE DATABASE {pg.role}_{db} OWNER {pg.role}")
+    try:
+        yield pg
+    finally:
+        with con.cursor() as cur:
+            for db in ("optuna", "mlflow"):
+                cur.execute(f"DROP DATABASE IF EXISTS {pg.role}_{db} WITH (FORCE)")
+            cur.execute(f"DROP ROLE IF EXISTS {pg.role}")
+        con.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 30) -> None:
+    """Stop a process started in its own session, and everything it started."""
+    if proc.poll() is None:
+        with_group = os.getpgid(proc.pid) == proc.pid
+        os.killpg(proc.pid, sig) if with_group else proc.send_signal(sig)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    url: str
+    log: Path
+    artifacts: Path
+
+
+@pytest.fixture(scope="module")
+def server(pg: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`python -m sweep server` on a free port, backed by the role's mlflow database."""
+    tmp_path = tmp_path_factory.mktemp("server")
+    port, artifacts, log = _free_port(), tmp_path / "artifacts", tmp_path / "server.log"
+    env = {**clean_env(), "SWEEP_TRACKING_DB": pg.url("mlflow")}
+    cmd = [sys.executable, "-m", "sweep", "server", "--port", str(port), "--workers", "2"]
+    cmd += ["--artifacts-destination", str(artifacts)]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    srv = Server(proc, f"http://127.0.0.1:{port}", log, artifacts)
+    try:
+        deadline = time.monotonic() + 240
+        while "serving on" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        yield srv
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0, log.read_text()
+
+
+def _tree_cmdlines(root: int) -> list[str]:
+    """Command lines of a process and all its descendants (the server and its uvicorn workers)."""
+    parents = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        parents[int(pid)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, grew = {root}, True
+    while grew:
+        more = {p for p, pp in parents.items() if pp in tree} - tree
+        tree |= more
+        grew = bool(more)
+    lines = []
+    for pid in tree:
+        with contextlib.suppress(OSError):
+            lines.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" "))
+    return [line.decode(errors="replace") for line in lines]
+
+
+def _worker(tmp_path: Path, i: int, args: list[str], env: dict | None = None) -> subprocess.Popen:
+    """`python -m sweep worker ...` as one machine would run it, with its own local folder."""
+    log = open(tmp_path / f"worker{i}.log", "w")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweep", "worker", *FAST, *args, f"paths.store={tmp_path}/w{i}"],
+        cwd=ROOT,
+        env=env or clean_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _wait_all_busy(storage: str, n: int, procs: list, timeout: float = 240) -> None:
+    """Block until n trials run at once with their MLflow runs open: every worker is mid-trial."""
+    rdb = optuna.storages.RDBStorage(storage)  # one pool: a storage per poll would leak them
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            assert all(p.poll() is None for p in procs), "a worker ended before all were busy"
+            try:
+                trials = optuna.load_study(study_name="sine-mlp", storage=rdb).trials
+            except KeyError:  # not created yet
+                trials = []
+            running = [t for t in trials if t.state.name == "RUNNING"]
+            if len([t for t in running if "mlflow_run_id" in t.user_attrs]) >= n:
+                return
+            time.sleep(0.2)
+    finally:
+        rdb.engine.dispose()
+    pytest.fail(f"never saw {n} trials running at once")
+
+
+@pytest.mark.slow
+def test_three_workers_on_postgres_and_a_server_survive_a_killed_worker(pg, server, tmp_path):
+    storage = pg.url("optuna")
+    common = [f"search.storage={storage}", f"tracking.uri={server.url}"]
+    shared_env = {**clean_env(), "SWEEP_STORAGE": storage, "MLFLOW_TRACKING_URI": server.url}
+    procs = [
+        _worker(tmp_path, 0, common),
+        _worker(tmp_path, 1, common),
+        # The third joins through the config options a cluster job would use.
+        _worker(tmp_path, 2, ["search=shared", "tracking=server"], env=shared_env),
+    ]
+    try:
+        _wait_all_busy(storage, 3, procs)
+        killed_at = time.time()
+        os.kill(procs[0].pid, signal.SIGKILL)  # a machine lost mid-trial
+        for p in procs[1:]:
+            p.wait(timeout=240)
+    finally:
+        for p in procs:
+            _stop(p, signal.SIGKILL, grace=5)
+    logs = {i: (tmp_path / f"worker{i}.log").read_text() for i in range(3)}
+    assert procs[0].returncode == -signal.SIGKILL
+    for i in (1, 2):
+        assert procs[i].returncode == 0, logs[i]
+
+    # Exactly the target, the lost trial failed by heartbeat and its parameters tried again.
+    rdb = optuna.storages.RDBStorage(storage)
+    study = optuna.load_study(study_name="sine-mlp", storage=rdb)
+    trials, attrs = study.trials, study.user_attrs
+    rdb.engine.dispose()
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") + states.count("PRUNED") == N_TRIALS, states
+    assert "RUNNING" not in states
+    client = MlflowClient(server.url)
+    lost = [
+        t
+        for t in trials
+        if t.state.name == "FAIL"
+        and "heartbeat"
+        in client.get_run(t.user_attrs["mlflow_run_id"]).data.tags.get("fail_reason", "")
+    ]
+    assert len(lost) == 1, [(t.number, t.state.name, t.user_attrs) for t in trials]
+    assert lost[0].datetime_complete.timestamp() - killed_at < 60
+    assert any(t.params == lost[0].params for t in trials if t.number > lost[0].number)
+
+    # One parent run, whichever worker created the study; every trial's run is its child.
+    exp = client.get_experiment_by_name("sine")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("sweep.kind") == "sweep"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert attrs["mlflow_parent_run_id"] == parent.info.run_id
+    assert parent.info.status == "FINISHED"
+    children = {r.info.run_id: r for r in runs if r.data.tags.get("sweep.kind") == "trial"}
+    with_runs = [t for t in trials if "mlflow_run_id" in t.user_attrs]
+    assert set(children) == {t.user_attrs["mlflow_run_id"] for t in with_runs}
+    for run in children.values():
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.info.status in ("FINISHED", "KILLED", "FAILED")
+    assert client.get_run(lost[0].user_attrs["mlflow_run_id"]).info.status == "KILLED"
+
+    # Artifacts went through the server's proxy into its destination and come back through it.
+    done = next(t for t in trials if t.state.name == "COMPLETE")
+    run_id = done.user_attrs["mlflow_run_id"]
+    assert children[run_id].info.artifact_uri.startswith("mlflow-artifacts:")
+    png = Path(client.download_artifacts(run_id, "plots/loss.png", str(tmp_path / "dl")))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    config = Path(client.download_artifacts(run_id, "config.yaml", str(tmp_path / "dl")))
+    assert f"{pg.role}:***@" in config.read_text()
+    assert list(server.artifacts.rglob("loss.png"))
+
+    # The password is nowhere: params, tags, artifacts, console output, process command lines.
+    texts = [server.log.read_text(), *logs.values()]
+    for run in runs:
+        texts += [*run.data.params.values(), *run.data.tags.values()]
+    texts += [p.read_text(errors="replace") for p in server.artifacts.rglob("*") if p.is_file()]
+    leaks = [t[:200] for t in texts if pg.password in t]
+    assert not leaks
+    assert any(f"{pg.role}:***@" in t for t in logs.values())
+    assert children[run_id].data.params["search.storage"] == storage.replace(pg.password, "***")
+
+
+@pytest.mark.slow
+def test_server_keeps_the_password_off_command_lines_and_hosts_checked(pg, server):
+    import requests
+
+    cmdlines = _tree_cmdlines(server.proc.pid)
+    assert any("mlflow" in c and "server" in c for c in cmdlines), cmdlines
+    assert not [c for c in cmdlines if pg.password in c]
+    assert all("--allowed-hosts" not in c and "--disable-security" not in c for c in cmdlines)
+    api = f"{server.url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=sine"
+    assert requests.get(api, timeout=10).json()["experiment"]["name"] == "sine"
+    # MLflow's DNS-rebinding guard: a foreign Host header is refused, the local one accepted.
+    assert requests.get(api, headers={"Host": "evil.example.com"}, timeout=10).status_code == 403
+
+
+def test_server_refuses_to_switch_protections_off(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "sweep", "server", "--backend-store-uri", "sqlite:///x.db"]
+        + ["--allowed-hosts", "*", "--artifacts-destination", str(tmp_path / "a")],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "--allowed-hosts '*'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_server_without_a_database_says_how_to_make_one(tmp_path):
+    env = {k: v for k, v in clean_env().items() if k != "SWEEP_TRACKING_DB"}
+    out = subprocess.run(
+        [sys.executable, "-m", "sweep", "server"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "createdb" in out.stderr and "SWEEP_TRACKING_DB" in out.stderr
+
+
+@pytest.mark.slow
+def test_server_on_a_missing_database_fails_in_one_masked_line(pg, tmp_path):
+    url = pg.url("mlflow").replace("_mlflow", "_absent")
+    out = subprocess.run(
+        [sys.executable, "-m", "sweep", "server", "--port", str(_free_port())]
+        + ["--artifacts-destination", str(tmp_path / "a")],
+        cwd=ROOT,
+        env={**clean_env(), "SWEEP_TRACKING_DB": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "does not exist" in out.stderr and "createdb" in out.stderr
+    assert pg.password not in out.stdout + out.stderr and f"{pg.role}:***@" in out.stderr
+    assert "Traceback" not in out.stderr

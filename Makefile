@@ -9,7 +9,7 @@ JOBS   ?=
 PORT   ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help install baseline sweep worker ui rerun robust test test-fast lint format bench clean
+.PHONY: help install baseline sweep worker server ui rerun robust test test-fast lint format bench clean
 
 help: ## Show every target, one line each
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ sweep: $(STAMP) ## Run or resume the Optuna study (30 trials by default); JOBS=N
 
 worker: $(STAMP) ## Join the study on a shared storage and run trials until it reaches search.n_trials
 	$(PY) -m sweep worker $(ARGS)
+
+server: $(STAMP) ## MLflow tracking server for many workers: PostgreSQL store (SWEEP_TRACKING_DB), artifacts proxied, 127.0.0.1 (PORT=5000)
+	$(PY) -m sweep server --port $(PORT) $(ARGS)
 
 ui: $(STAMP) ## mlflow ui over the project's store on 127.0.0.1:$(PORT)
 	$(PY) -m sweep ui $(ARGS) --port $(PORT)

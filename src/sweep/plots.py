@@ -110,7 +110,14 @@ def seed_robustness_figure(
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(labels) + 2), 4))
     finite = [[v for v in vs if np.isfinite(v)] for vs in values]
     positions = np.arange(1, len(labels) + 1)
-    ax.boxplot(finite, positions=positions, widths=0.5, showfliers=False)
+    ax.boxplot(
+        finite,
+        positions=positions,
+        widths=0.5,
+        showfliers=False,
+        showmeans=True,
+        meanprops={"marker": "_", "markersize": 18, "markeredgecolor": "black"},
+    )
     jitter = np.random.default_rng(0)
     for pos, vs in zip(positions, finite, strict=True):
         ax.scatter(
@@ -120,7 +127,7 @@ def seed_robustness_figure(
     ax.set_xticks(positions, labels)
     ax.set_yscale("log")
     ax.set_ylabel("validation MSE")
-    ax.set_title("seed robustness of the best trials (points: new seeds)")
+    ax.set_title("seed robustness of the best trials (points: new seeds, bar: mean)")
     ax.grid(alpha=0.3, axis="y", which="both")
     ax.legend()
     fig.tight_layout()

@@ -311,7 +311,7 @@ def compare_runs(
     """Every metric of either run, per-epoch ones first."""
     names = sorted(
         original.keys() | rerun.keys(),
-        key=lambda n: (len(original.get(n, rerun.get(n, {}))) <= 1, n),
+        key=lambda n: (max(len(original.get(n, {})), len(rerun.get(n, {}))) <= 1, n),
     )
     return [compare_metric(n, original.get(n, {}), rerun.get(n, {}), tolerance) for n in names]
 
@@ -447,10 +447,10 @@ def _rerun_report(
     status = record.run.info.status
     if status != "FINISHED":
         tags = record.run.data.tags
-        why = "; ".join(t for t in (tags.get("sweep.state"), tags.get("fail_reason")) if t)
+        how = "; ".join(t for t in (tags.get("sweep.state"), tags.get("fail_reason")) if t)
         lines.append(
             f"note: the original ended {status}"
-            + (f" ({why})" if why else "")
+            + (f" ({how})" if how else "")
             + "; compared over the epochs it logged"
         )
     if differences:

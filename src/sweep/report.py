@@ -1,0 +1,373 @@
+"""`python -m sweep report`: one self-contained HTML page that compares a study's trials.
+
+What the MLflow UI cannot show on one page: the best trial against the tutorial's baseline
+(trial 0), the optimisation history, parameter importances, parallel coordinates, both models'
+predictions on sin(x) a little beyond the training interval (loaded back from MLflow), and every
+trial with its state. Images are embedded as base64 and there is no script or external link, so
+the file opens offline. It is written under `<paths.store>/reports/` and logged to the study's
+parent run as `report.html`; the study's best model is (re)registered as `champion` on the way.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from omegaconf import DictConfig
+from optuna.trial import FrozenTrial, TrialState
+
+from sweep import console, plots
+from sweep.config import ConfigError, first_line, mask_url, sqlite_path
+from sweep.registry import logged_model_id, predict, register_champion
+from sweep.study import PARENT_ATTR, RUN_ATTR
+from sweep.tracking import MlflowClient, Tracker
+
+SECTIONS = (
+    ("best", "Best trial against the baseline"),
+    ("history", "Optimisation history"),
+    ("importances", "Parameter importances"),
+    ("parallel", "Parallel coordinates"),
+    ("predictions", "Predictions on sin(x)"),
+    ("trials", "All trials"),
+)
+CONFIG_KEYS = ("optimizer.name", "trainer.epochs", "trainer.batch_size", "seed")
+CSS = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;padding:.25em .6em}
+th{background:#f4f4f4;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.best td{background:#eaf6ea}tr.baseline td{background:#eef3fb}.meta{color:#555}
+img{max-width:100%;border:1px solid #eee}.note{color:#666;font-style:italic}
+td:last-child{min-width:12em}
+"""
+
+
+@dataclass
+class TrialRow:
+    """One trial as the report shows it: Optuna's outcome and its MLflow run's numbers."""
+
+    trial: FrozenTrial
+    run_id: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+    @property
+    def baseline(self) -> bool:
+        return bool(self.trial.user_attrs.get("baseline"))
+
+    @property
+    def n_params(self) -> int | None:
+        return int(self.params["n_params"]) if "n_params" in self.params else None
+
+    def metric(self, key: str) -> float | None:
+        if key == "val_mse" and self.trial.value is not None:
+            return self.trial.value
+        return self.metrics.get(key)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_study(cfg: DictConfig) -> optuna.Study:
+    """The study named in the config; a missing one is a one-line error, and no file is made."""
+    name, url = cfg.search.study_name, cfg.search.storage
+    missing = ConfigError(f"search.study_name={name!r}: no such study in {mask_url(url)}")
+    if url.startswith("sqlite:") and not Path(sqlite_path(url)).is_file():
+        raise missing
+    try:
+        return optuna.load_study(study_name=name, storage=url)
+    except KeyError:
+        raise missing from None
+
+
+def trial_rows(study: optuna.Study, client: MlflowClient) -> list[TrialRow]:
+    """Every trial with the metrics and params of its MLflow run (when it has one)."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row = TrialRow(t, t.user_attrs.get(RUN_ATTR))
+        if row.run_id:
+            try:
+                run = client.get_run(row.run_id)
+                row.metrics, row.params = dict(run.data.metrics), dict(run.data.params)
+            except Exception:  # a run deleted from MLflow leaves the trial in the table
+                row.run_id = None
+        rows.append(row)
+    return rows
+
+
+def pick(rows: Sequence[TrialRow]) -> tuple[TrialRow | None, TrialRow | None]:
+    """The best complete trial and the baseline (trial 0, or the one tagged baseline)."""
+    complete = [r for r in rows if r.trial.state == TrialState.COMPLETE]
+    best = min(complete, key=lambda r: r.trial.value) if complete else None
+    base = next((r for r in rows if r.baseline), None)
+    if base is None:
+        base = next((r for r in rows if r.number == 0), None)
+    return best, base
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def png_data_uri(fig: Any) -> str:
+    """A figure as an inline PNG, closed afterwards."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plots.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def last_value(t: FrozenTrial) -> float | None:
+    if t.value is not None:
+        return t.value
+    return list(t.intermediate_values.values())[-1] if t.intermediate_values else None
+
+
+def history_image(rows: Sequence[TrialRow]) -> str | None:
+    done = [r.trial for r in rows if r.trial.state.is_finished() and last_value(r.trial)]
+    done = [t for t in done if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    if not done:
+        return None
+    fig = plots.history_figure(
+        [t.number for t in done], [last_value(t) for t in done], [t.state.name for t in done]
+    )
+    return png_data_uri(fig)
+
+
+def importance_image(study: optuna.Study) -> str | None:
+    if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < 3:
+        return None
+    try:
+        importances = optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError):
+        return None
+    return png_data_uri(plots.importance_figure(importances))
+
+
+def parallel_image(
+    rows: Sequence[TrialRow], best: TrialRow | None, base: TrialRow | None
+) -> str | None:
+    complete = [r for r in rows if r.trial.state == TrialState.COMPLETE and r.trial.params]
+    if len(complete) < 2:
+        return None
+    names = sorted({k for r in complete for k in r.trial.params})
+    complete = [r for r in complete if all(k in r.trial.params for k in names)]
+    columns = {k: [r.trial.params[k] for r in complete] for k in names}
+    dists = complete[0].trial.distributions
+    logs = [k for k in names if getattr(dists.get(k), "log", False)]
+    index = {r.number: i for i, r in enumerate(complete)}
+    highlight = {}
+    if base is not None and base.number in index:
+        highlight[f"baseline (trial {base.number})"] = index[base.number]
+    if best is not None and best.number in index:
+        highlight[f"best (trial {best.number})"] = index[best.number]
+    fig = plots.parallel_coordinates_figure(
+        columns, [r.trial.value for r in complete], logs, highlight
+    )
+    return png_data_uri(fig)
+
+
+def load_keras(client: MlflowClient, run_id: str | None) -> Any:
+    """The Keras model a trial logged, loaded back through MLflow."""
+    import mlflow.keras
+
+    model_id = logged_model_id(client, run_id) if run_id else None
+    return mlflow.keras.load_model(f"models:/{model_id}") if model_id else None
+
+
+def prediction_image(
+    client: MlflowClient, best: TrialRow | None, base: TrialRow | None
+) -> str | None:
+    """Best and baseline predictions on sin(x), 10% beyond the training interval each side."""
+    ref = best or base
+    if ref is None:
+        return None
+    lo = float(ref.params.get("data.x_min", -5))
+    hi = float(ref.params.get("data.x_max", 5))
+    margin = 0.1 * (hi - lo)
+    x = np.linspace(lo - margin, hi + margin, 1200, dtype=np.float32)
+    curves = {}
+    for label, row in (("baseline", base), ("best", best)):
+        model = load_keras(client, row.run_id) if row else None
+        if model is not None:
+            curves[f"{label} (trial {row.number})"] = predict(model, x)
+    if not curves:
+        return None
+    return png_data_uri(plots.prediction_figure(x, curves, (lo, hi), "prediction vs sin(x)"))
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.4g}" if 1e-3 <= abs(value) < 1e4 or value == 0 else f"{value:.3e}"
+    return str(value)
+
+
+def table(header: Sequence[str], body: Sequence[Sequence[Any]], classes: Sequence[str] = ()) -> str:
+    """An HTML table; numbers right-aligned, every cell escaped."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    lines = [f"<table><tr>{head}</tr>"]
+    for i, cells in enumerate(body):
+        cls = f' class="{classes[i]}"' if i < len(classes) and classes[i] else ""
+        tds = "".join(
+            f'<td class="num">{html.escape(fmt(c))}</td>'
+            if isinstance(c, int | float) and not isinstance(c, bool)
+            else f"<td>{html.escape(fmt(c))}</td>"
+            for c in cells
+        )
+        lines.append(f"<tr{cls}>{tds}</tr>")
+    return "\n".join([*lines, "</table>"])
+
+
+def comparison_table(best: TrialRow | None, base: TrialRow | None) -> str:
+    """Config, MSEs, parameter count and training time, baseline and best side by side."""
+    cols = [r for r in (base, best) if r is not None]
+    if not cols:
+        return '<p class="note">no trial has finished yet</p>'
+    keys = sorted({k for r in cols for k in r.trial.params})
+    body: list[list[Any]] = [["trial", *[r.number for r in cols]]]
+    body += [[k, *[r.trial.params.get(k) for r in cols]] for k in keys]
+    body += [[k, *[r.params.get(k) for r in cols]] for k in CONFIG_KEYS]
+    for key in ("val_mse", "test_mse", "train_mse"):
+        body.append([key, *[r.metric(key) for r in cols]])
+    body.append(
+        [
+            "parameters",
+            *[int(r.params["n_params"]) if "n_params" in r.params else None for r in cols],
+        ]
+    )
+    body.append(["training time (s)", *[r.metric("train_seconds") for r in cols]])
+    body.append(["state", *[r.trial.state.name for r in cols]])
+    body.append(["MLflow run", *[r.run_id or "-" for r in cols]])
+    header = ["", *[("baseline" if r is base else "best") for r in cols]]
+    if best is not None and base is not None and best.number == base.number:
+        header = ["", "baseline = best"]
+    return table(header, body)
+
+
+def verdict(best: TrialRow | None, base: TrialRow | None) -> str:
+    b, v = (best.metric("val_mse") if best else None), (base.metric("val_mse") if base else None)
+    if best is None or base is None or b is None or v is None:
+        return ""
+    if best.number == base.number:
+        return "<p>No trial beat the tutorial's configuration on validation MSE.</p>"
+    return (
+        f"<p>Trial {best.number} reaches validation MSE {fmt(b)}, "
+        f"{v / b:.3g}&times; lower than the baseline's {fmt(v)}.</p>"
+    )
+
+
+def trials_table(rows: Sequence[TrialRow], best: TrialRow | None) -> str:
+    keys = sorted({k for r in rows for k in r.trial.params})
+    header = ["trial", "state", "val_mse", "test_mse", *keys, "parameters", "seconds", "note"]
+    body, classes = [], []
+    for r in rows:
+        seconds = r.trial.duration.total_seconds() if r.trial.duration else None
+        note = r.trial.user_attrs.get("fail_reason", "")
+        if r.trial.state == TrialState.PRUNED and r.trial.intermediate_values:
+            note = f"pruned after epoch {max(r.trial.intermediate_values)}"
+        body.append(
+            [
+                r.number,
+                r.trial.state.name,
+                r.metric("val_mse"),
+                r.metric("test_mse"),
+                *[r.trial.params.get(k) for k in keys],
+                r.n_params,
+                seconds,
+                note,
+            ]
+        )
+        classes.append("best" if best and r.number == best.number else "baseline" * r.baseline)
+    return table(header, body, classes)
+
+
+def image_or_note(uri: str | None, alt: str, note: str) -> str:
+    if uri is None:
+        return f'<p class="note">{html.escape(note)}</p>'
+    return f'<img src="{uri}" alt="{html.escape(alt)}">'
+
+
+def render(study: optuna.Study, parts: dict[str, str], meta: str) -> str:
+    title = f"Sweep report: study {study.study_name}"
+    body = [f"<h1>{html.escape(title)}</h1>", f'<p class="meta">{meta}</p>']
+    for key, heading in SECTIONS:
+        body.append(f'<section id="{key}"><h2>{html.escape(heading)}</h2>\n{parts[key]}</section>')
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
+
+
+def build_report(study: optuna.Study, client: MlflowClient, storage: str) -> tuple[str, dict]:
+    """The report's HTML, and the summary the champion is registered from."""
+    rows = trial_rows(study, client)
+    best, base = pick(rows)
+    states = {s.name: sum(r.trial.state == s for r in rows) for s in TrialState}
+    meta = (
+        f"{len(rows)} trials ({', '.join(f'{n} {k}' for k, n in states.items() if n)}) "
+        f"in {html.escape(mask_url(storage) or '')}; "
+        f"written {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}"
+    )
+    parts = {
+        "best": comparison_table(best, base) + verdict(best, base),
+        "history": image_or_note(history_image(rows), "optimisation history", "no finished trial"),
+        "importances": image_or_note(
+            importance_image(study), "parameter importances", "needs 3 or more complete trials"
+        ),
+        "parallel": image_or_note(
+            parallel_image(rows, best, base), "parallel coordinates", "needs 2 complete trials"
+        ),
+        "predictions": image_or_note(
+            prediction_image(client, best, base), "predictions", "no logged model to load"
+        ),
+        "trials": trials_table(rows, best),
+    }
+    summary = {
+        "study": study.study_name,
+        "best_trial": best.number if best else None,
+        "best_val_mse": best.trial.value if best else None,
+        "best_run_id": best.run_id if best else None,
+    }
+    return render(study, parts, meta), summary
+
+
+def run_report(cfg: DictConfig, overrides: Sequence[str]) -> int:
+    """Write the report, log it to the study's parent run, register the best model."""
+    if not cfg.tracking.enabled:
+        raise ConfigError("the report reads the study's MLflow runs; it needs tracking=mlflow")
+    tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.get("artifact_root"))
+    study = load_study(cfg)
+    page, summary = build_report(study, tracker.client, cfg.search.storage)
+    out = Path(cfg.paths.store) / "reports" / f"{study.study_name}.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    parent_id = study.user_attrs.get(PARENT_ATTR)
+    if parent_id:
+        try:
+            tracker.open_run(parent_id).log_text(page, "report.html")
+        except Exception as exc:  # the file is written; a missing parent run is only a warning
+            console.say(f"warning: report not logged to run {parent_id}: {first_line(exc)}")
+    register_champion(cfg, summary)
+    console.say(f"report: {out}")
+    return 0

@@ -1,0 +1,80 @@
+"""`python -m sweep report`: the HTML page a user opens offline, checked in headless Chromium."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweep import plots, report
+from tests.conftest import run_cli
+from tests.test_ui_browser import chromium, screenshot
+
+
+def test_parallel_coordinates_takes_categorical_and_log_axes():
+    fig = plots.parallel_coordinates_figure(
+        {"model.activation": ["tanh", "elu", "tanh"], "optimizer.lr": [0.001, 0.01, 0.1]},
+        [0.5, 0.05, 0.2],
+        log_axes=["optimizer.lr"],
+        highlight={"best": 1},
+    )
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["model.activation", "optimizer.lr (log)", "val MSE (log)"]
+    best_line = fig.axes[0].get_lines()[-1 - 3]  # the highlight, drawn before the 3 axis lines
+    assert list(best_line.get_ydata()) == pytest.approx([0.0, 0.5, 0.0])  # elu, mid lr, best
+    plots.close(fig)
+
+
+def test_tables_escape_what_they_show():
+    html = report.table(["<b>"], [["<script>alert(1)</script>", 1.5e-5]])
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert '<td class="num">1.500e-05</td>' in html
+
+
+def test_report_of_a_missing_study_is_one_line(tmp_path):
+    out = run_cli("report", "search.study_name=nope", store=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        f"error: search.study_name='nope': no such study in sqlite:///{tmp_path}/optuna.db"
+    )
+
+
+@pytest.mark.slow
+def test_report_renders_every_section_offline(tiny_sweep_store: Path, tmp_path: Path):
+    out = run_cli("report", store=tiny_sweep_store)
+    assert out.returncode == 0, out.stderr
+    path = Path(re.search(r"report: (\S+)", out.stdout).group(1))
+    assert path == tiny_sweep_store / "reports" / "sine-mlp.html"
+    page = path.read_text()
+    assert not re.search(r"<script|<link|src=\"http|url\(", page), "the report must open offline"
+
+    driver = chromium(tmp_path / "profile")
+    try:
+        driver.get(path.as_uri())
+        headings = [h.text for h in driver.find_elements("tag name", "h2")]
+        assert headings == [title for _, title in report.SECTIONS]
+        widths = driver.execute_script(
+            "return Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)"
+        )
+        assert len(widths) == 4 and min(widths) > 0, widths  # history, importance, parallel, preds
+        for section in ("history", "importances", "parallel", "predictions"):
+            assert driver.find_elements("css selector", f"#{section} img"), section
+        rows = driver.find_elements("css selector", "#trials tr")[1:]
+        states = [r.find_elements("tag name", "td")[1].text for r in rows]
+        best_header = [c.text for c in driver.find_elements("css selector", "#best th")]
+        driver.set_window_size(1200, driver.execute_script("return document.body.scrollHeight"))
+        screenshot(driver, "report.png")
+    finally:
+        driver.quit()
+
+    client = MlflowClient(f"sqlite:///{tiny_sweep_store}/mlflow.db")
+    exp = client.get_experiment_by_name("sine")
+    runs = client.search_runs([exp.experiment_id])
+    trials = [r for r in runs if r.data.tags.get("sweep.kind") == "trial"]
+    assert sorted(states) == sorted(r.data.tags["sweep.state"] for r in trials)
+    assert best_header[1:] in (["baseline", "best"], ["baseline = best"])
+    (parent,) = [r for r in runs if r.data.tags.get("sweep.kind") == "sweep"]
+    logged = client.download_artifacts(parent.info.run_id, "report.html", str(tmp_path))
+    assert Path(logged).read_text() == page

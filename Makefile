@@ -49,6 +49,9 @@ test: $(STAMP) ## The whole test suite (what CI runs)
 test-fast: $(STAMP) ## The tests not marked slow, for quick iteration
 	$(PY) -m pytest -m "not slow"
 
+bench: $(STAMP) ## Measure the speed targets (fit vs loop, trial overhead, 1 vs 2 workers, memory); ARGS="--only fit --seeds 2"
+	$(PY) -m sweep bench $(ARGS)
+
 lint: $(STAMP) ## ruff lint and format check
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/ruff format --check src tests

@@ -236,10 +236,18 @@ def run_robust(argv: list[str]) -> int:
     return robust_command(argv)
 
 
+def run_bench(argv: list[str]) -> int:
+    """`python -m sweep bench`: the speed targets measured on this machine, as a table."""
+    from sweep.bench import command
+
+    return command(argv)
+
+
 # Commands that do not compose conf/ (they read a past run's record, or serve a store):
 # command(argv) -> exit code, with their own argparse.
 PLAIN_COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "server": run_server,
     "rerun": run_rerun,
     "robust": run_robust,
+    "bench": run_bench,
 }

@@ -161,16 +161,18 @@ def log_plots(run: Run, cfg: DictConfig, model: Any, result: TrainResult) -> Non
     margin = 0.1 * (hi - lo)
     x = np.linspace(lo - margin, hi + margin, 1200, dtype=np.float32).reshape(-1, 1)
     pred = np.asarray(model(x, training=False))
-    fig = plots.prediction_figure(
-        x, {"model": pred}, (lo, hi), title=f"val MSE {result.val_mse:.2e}"
-    )
-    run.log_figure(fig, "plots/prediction.png")
-    plots.close(fig)
-    fig = plots.loss_figure(
-        [h.train_loss for h in result.history], [h.val_loss for h in result.history]
-    )
-    run.log_figure(fig, "plots/loss.png")
-    plots.close(fig)
+    title = f"val MSE {result.val_mse:.2e}"
+    losses = [h.train_loss for h in result.history], [h.val_loss for h in result.history]
+
+    def write() -> None:  # plain arrays only: safe on a worker's background writer
+        fig = plots.prediction_figure(x, {"model": pred}, (lo, hi), title=title)
+        run.log_figure(fig, "plots/prediction.png")
+        plots.close(fig)
+        fig = plots.loss_figure(*losses)
+        run.log_figure(fig, "plots/loss.png")
+        plots.close(fig)
+
+    run.defer(write, "plots")
 
 
 def requirements() -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 import sys
@@ -23,6 +24,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 def versions() -> dict[str, str]:
     """Python and key library versions, as installed."""
+    return dict(_versions())
+
+
+@functools.cache  # what this process imported; ~0.1 s of metadata scans per trial otherwise
+def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
@@ -34,7 +40,11 @@ def versions() -> dict[str, str]:
 
 def git_state() -> dict[str, str]:
     """Commit of this checkout and whether tracked files differ from it."""
+    return dict(_git_state())
 
+
+@functools.cache  # once per process: two git subprocesses per trial cost ~0.1-0.5 s
+def _git_state() -> dict[str, str]:
     def git(*args: str) -> str:
         return subprocess.run(
             ["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10, check=True

@@ -7,6 +7,7 @@ keeps the same algorithm and removes that overhead. No MLflow here: callers pass
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import time
@@ -74,6 +75,7 @@ class TrainResult:
 
 
 _configured = False
+_frozen = False
 
 
 def configure_tensorflow(threads: int | None = None, deterministic: bool = True) -> None:
@@ -91,33 +93,55 @@ def configure_tensorflow(threads: int | None = None, deterministic: bool = True)
 
 def reset_state(seed: int) -> None:
     """Fresh Keras state per run, and one seed for Python, numpy and TensorFlow."""
+    global _frozen
     keras.backend.clear_session(free_memory=True)
+    if not _frozen:
+        # What survives the first full collection is the libraries (TensorFlow, MLflow, ...):
+        # move it out of the collector's sight, so each later clear_session's gc.collect()
+        # walks only what trials made (0.4 s -> ~0.02 s per trial).
+        gc.freeze()
+        _frozen = True
     keras.utils.set_random_seed(seed)
+
+
+def _step_function(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> Callable:
+    """One SGD step on one mini-batch; returns its mean squared error."""
+    weights = model.trainable_variables
+
+    def step(xb, yb):  # noqa: ANN001, ANN202 - tensors in, tensors out
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(keras.losses.mean_squared_error(yb, model(xb, training=True)))
+        optimizer.apply(tape.gradient(loss, weights), weights)
+        return loss
+
+    return step
 
 
 def _epoch_function(
     model: keras.Model, optimizer: keras.optimizers.Optimizer, batch_size: int, jit: bool
 ) -> Callable:
-    """Build the compiled epoch: gather a permutation, step through mini-batches, validate."""
-    loss_fn = keras.losses.MeanSquaredError()
-    weights = model.trainable_variables
+    """Build the compiled epoch: gather a permutation, step through mini-batches, validate.
 
-    @tf.function(jit_compile=jit, reduce_retracing=True)
+    The full batches are reshaped to a static [n_batches, batch_size, features] block, so every
+    step has static shapes and Grappler folds the shape arithmetic out of the loop (about 20%
+    fewer ops per step than slicing with dynamic bounds); a partial last batch gets one more step.
+    """
+    step = _step_function(model, optimizer)
+
+    @tf.function(jit_compile=jit)
     def run_epoch(x, y, perm, x_val, y_val):  # noqa: ANN001, ANN202 - tensors in, tensors out
-        xs = tf.gather(x, perm)
-        ys = tf.gather(y, perm)
-        n = tf.shape(xs)[0]
-        n_batches = (n + batch_size - 1) // batch_size
+        n = x.shape[0]  # static: each trial traces its own epoch for its own arrays
+        full, rest = divmod(n, batch_size)
+        xs, ys = tf.gather(x, perm), tf.gather(y, perm)
+        xb = tf.reshape(xs[: full * batch_size], (full, batch_size, x.shape[1]))
+        yb = tf.reshape(ys[: full * batch_size], (full, batch_size, y.shape[1]))
         total = tf.constant(0.0)
-        for i in tf.range(n_batches):
-            xb = xs[i * batch_size : (i + 1) * batch_size]
-            yb = ys[i * batch_size : (i + 1) * batch_size]
-            with tf.GradientTape() as tape:
-                loss = loss_fn(yb, model(xb, training=True))
-            optimizer.apply(tape.gradient(loss, weights), weights)
-            total += loss * tf.cast(tf.shape(xb)[0], tf.float32)
-        val = loss_fn(y_val, model(x_val, training=False))
-        return total / tf.cast(n, tf.float32), val
+        for i in tf.range(full):
+            total += step(xb[i], yb[i]) * batch_size
+        if rest:
+            total += step(xs[full * batch_size :], ys[full * batch_size :]) * rest
+        val = tf.reduce_mean(keras.losses.mean_squared_error(y_val, model(x_val, training=False)))
+        return total / n, val
 
     return run_epoch
 

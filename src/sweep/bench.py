@@ -1,0 +1,464 @@
+"""`make bench`: the speed targets of issue 3, measured side by side in one run on this machine.
+
+Four parts, each runnable alone (`--only fit,trial,workers,memory`):
+  fit      the tutorial's `model.fit` against our compiled loop (and the loop with XLA), 50 epochs,
+           seed by seed, back to back in alternating order so drift of a shared machine cancels;
+  trial    study trials of the tutorial's configuration with all tracking into a temporary SQLite
+           MLflow store: a worker's wall time per trial against the trial's training time;
+  workers  a fixed 12-trial study run by `python -m sweep sweep` with search.jobs=1 and =2;
+  memory   a worker's resident memory over 30 study trials (VmRSS after each, VmHWM at the end).
+Not a test: it prints a markdown table with PASS/FAIL per target and writes it to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = ROOT / "conf"
+PARTS = ("fit", "trial", "workers", "memory")
+# Every trial of the trial and workers parts is the tutorial's configuration (no search space),
+# so one worker and two workers do exactly the same work.
+FIXED_SPACE = ("~search.space.model", "~search.space.optimizer")
+TARGETS = {"speedup": 6.0, "mse_ratio": 1.3, "overhead": 0.30, "scaling": 1.7, "growth_mb": 50.0}
+
+
+@dataclass
+class Row:
+    """One line of the table: what, measured value, target, PASS/FAIL (or blank)."""
+
+    what: str
+    value: str
+    target: str = ""
+    verdict: str = ""
+
+
+@dataclass
+class Section:
+    title: str
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def compose_cfg(store: Path, *overrides: str) -> DictConfig:
+    """The project's real config with every store under `store` (never the repo's mlruns/)."""
+    from hydra import compose, initialize_config_dir
+
+    from sweep.config import prepare
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        raw = compose(config_name="config", overrides=[*store_overrides(store), *overrides])
+    return prepare(raw)
+
+
+def store_overrides(store: Path) -> list[str]:
+    """Pin both stores to `store`, whatever MLFLOW_TRACKING_URI says in this shell."""
+    return [
+        f"paths.store={store}",
+        f"tracking.uri=sqlite:///{store}/mlflow.db",
+        f"search.storage=sqlite:///{store}/optuna.db",
+    ]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This shell's environment without MLFLOW_* (the bench must not write to a user's server)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def memory_mb() -> dict[str, float]:
+    """VmRSS and VmHWM (peak RSS) of this process, in MB, from /proc/self/status."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(rest.split()[0]) / 1024
+    return out
+
+
+def load() -> str:
+    """The 1/5/15-minute load averages: the machine is shared, so every table records them."""
+    return " / ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+# --------------------------------------------------------------------------- 1. fit vs loop
+
+
+def time_fit(seed: int, data: Any, epochs: int, batch_size: int) -> tuple[float, float]:
+    """Seconds and final training MSE of the tutorial's compile + fit + evaluate."""
+    from sweep.model import build_mlp
+    from sweep.training import fit_like_tutorial, reset_state
+
+    reset_state(seed)
+    model = build_mlp(4, 20, "tanh")
+    start = time.perf_counter()
+    train_mse = fit_like_tutorial(model, data, epochs, batch_size)
+    return time.perf_counter() - start, train_mse
+
+
+def time_loop(seed: int, data: Any, epochs: int, batch_size: int, jit: bool) -> tuple[float, float]:
+    """Seconds and final training MSE of our compiled loop, tracing included."""
+    from sweep.model import build_mlp, build_optimizer
+    from sweep.training import reset_state, train
+
+    reset_state(seed)
+    model = build_mlp(4, 20, "tanh")
+    start = time.perf_counter()
+    result = train(
+        model, build_optimizer("sgd", 0.01), data, epochs, batch_size, seed, jit_compile=jit
+    )
+    return time.perf_counter() - start, result.train_mse
+
+
+def bench_fit(
+    seeds: int, epochs: int, xla: bool, store: Path, overrides: Sequence[str] = ()
+) -> dict[str, list[float]]:
+    """Per seed, model.fit, our loop and our loop under XLA back to back, order rotating."""
+    from sweep.pipeline import dataset_for
+    from sweep.training import configure_tensorflow
+
+    cfg = compose_cfg(store, *overrides)
+    configure_tensorflow(cfg.trainer.threads, cfg.trainer.deterministic)
+    data, bs = dataset_for(cfg), cfg.trainer.batch_size
+    runs: dict[str, Callable[[int], tuple[float, float]]] = {
+        "fit": lambda s: time_fit(s, data, epochs, bs),
+        "loop": lambda s: time_loop(s, data, epochs, bs, False),
+    }
+    if xla:
+        runs["xla"] = lambda s: time_loop(s, data, epochs, bs, True)
+    out: dict[str, list[float]] = {f"{k}_{m}": [] for k in runs for m in ("s", "mse")}
+    names = list(runs)
+    for seed in range(seeds):
+        for name in names[seed % len(names) :] + names[: seed % len(names)]:
+            seconds, mse = runs[name](seed)
+            out[f"{name}_s"].append(seconds)
+            out[f"{name}_mse"].append(mse)
+            say(f"  fit part: seed {seed} {name:<4s} {seconds:6.2f} s  train MSE {mse:.4f}")
+    return out
+
+
+def fit_section(r: dict[str, list[float]], epochs: int) -> Section:
+    med = {k: statistics.median(v) for k, v in r.items()}
+    speedup = med["fit_s"] / med["loop_s"]
+    ratio = max(med["fit_mse"], med["loop_mse"]) / min(med["fit_mse"], med["loop_mse"])
+    n = len(r["fit_s"])
+    sec = Section(f"1. `model.fit` vs our compiled loop ({epochs} epochs, median of {n} seeds)")
+    sec.rows += [
+        Row("`model.fit` as the tutorial (compile, fit, evaluate)", f"{med['fit_s']:.2f} s"),
+        Row("our loop (`sweep.training.train`, tracing included)", f"{med['loop_s']:.2f} s"),
+        Row("speed-up", f"{speedup:.1f}x", f">= {TARGETS['speedup']:g}x",
+            verdict(speedup >= TARGETS["speedup"])),
+        Row("final training MSE: `model.fit` / our loop",
+            f"{med['fit_mse']:.4f} / {med['loop_mse']:.4f} (factor {ratio:.2f})",
+            f"within {TARGETS['mse_ratio']:g}x", verdict(ratio <= TARGETS["mse_ratio"])),
+    ]  # fmt: skip
+    if "xla_s" in med:
+        faster = med["xla_s"] < med["loop_s"]
+        sec.rows.append(
+            Row("our loop with XLA (`trainer.jit_compile=true`)",
+                f"{med['xla_s']:.2f} s, train MSE {med['xla_mse']:.4f}",
+                "kept only if faster", "on by default" if faster else "off by default")
+        )  # fmt: skip
+    sec.notes.append(
+        "per-seed seconds: "
+        + "; ".join(
+            f"{k[:-2]} " + ", ".join(f"{v:.2f}" for v in r[k]) for k in r if k.endswith("_s")
+        )
+    )
+    return sec
+
+
+# --------------------------------------------------------------------------- 2. one trial
+
+
+def bench_trial(store: Path, measured: int, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Warm-up trial, then `measured` trials back to back, artifacts drained at the end."""
+    from sweep import study as st
+    from sweep.tracking import write_in_background
+
+    cfg = compose_cfg(store, *FIXED_SPACE, *overrides, f"search.n_trials={measured + 1}")
+    sweep = st.open_sweep(cfg, ["bench"])
+    write_in_background(True)  # as `run_worker` does
+    try:
+        first = _timed_trial(sweep)
+        start = time.perf_counter()
+        ids = [_timed_trial(sweep)[1] for _ in range(measured)]
+    finally:
+        write_in_background(False)  # waits for the last plots
+    wall = time.perf_counter() - start
+    train = [sweep.tracker.client.get_run(i).data.metrics["train_seconds"] for i in ids]
+    first_train = sweep.tracker.client.get_run(first[1]).data.metrics["train_seconds"]
+    artifacts = sweep.tracker.client.list_artifacts(ids[-1])
+    return {
+        "bare": _bare_loop(cfg),
+        "first_wall": first[0],
+        "first_train": first_train,
+        "wall": wall / measured,
+        "train": sum(train) / measured,
+        "n": measured,
+        "artifacts": sorted(a.path for a in artifacts),
+    }
+
+
+def _bare_loop(cfg: DictConfig) -> float:
+    """The same training with no hooks and no tracking: what the trial's hooks cost on top."""
+    from sweep.model import build_mlp, build_optimizer
+    from sweep.pipeline import dataset_for
+    from sweep.training import reset_state, train
+
+    reset_state(cfg.seed)
+    model = build_mlp(cfg.model.depth, cfg.model.width, cfg.model.activation)
+    opt = build_optimizer(cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.momentum)
+    t = cfg.trainer
+    return train(model, opt, dataset_for(cfg), t.epochs, t.batch_size, cfg.seed).seconds
+
+
+def _timed_trial(sweep: Any) -> tuple[float, str]:
+    from sweep import study as st
+    from sweep.tracking import drain
+
+    start = time.perf_counter()
+    trial = st.next_trial(sweep)
+    st.run_trial(sweep, trial)
+    if trial.number == 0:
+        drain()
+    return time.perf_counter() - start, trial.user_attrs[st.RUN_ATTR]
+
+
+def trial_section(r: dict[str, Any]) -> Section:
+    overhead = r["wall"] / r["train"] - 1
+    sec = Section(
+        "2. One trial with all tracking (tutorial configuration, temporary SQLite MLflow store)"
+    )
+    sec.rows += [
+        Row("first trial in a fresh worker: wall / training",
+            f"{r['first_wall']:.2f} s / {r['first_train']:.2f} s"),
+        Row(f"steady state, mean of {r['n']} trials: wall per trial / training",
+            f"{r['wall']:.2f} s / {r['train']:.2f} s"),
+        Row("tracking and artifacts overhead (wall / training - 1)", f"{overhead:+.0%}",
+            f"<= {TARGETS['overhead']:.0%}", verdict(overhead <= TARGETS["overhead"])),
+        Row("for reference: the same training with no hooks / wall over it",
+            f"{r['bare']:.2f} s / {r['wall'] / r['bare'] - 1:+.0%}"),
+    ]  # fmt: skip
+    sec.notes.append(
+        "wall = ask, training, params, tags, per-epoch metrics, final metrics, model, plots, "
+        "config/overrides/replay files, tell, run end, until every artifact is written; "
+        "training = the loop's own time (`train_seconds`: tracing, 50 epochs with the pruning "
+        "and metric hooks, final MSEs). Artifacts of the last trial: " + ", ".join(r["artifacts"])
+    )
+    return sec
+
+
+# --------------------------------------------------------------------------- 3. workers
+
+
+def bench_workers(
+    store: Path, jobs: int, trials: int, epochs: int, overrides: Sequence[str] = ()
+) -> dict[str, float]:
+    """`python -m sweep sweep search.jobs=<jobs>` on a fresh store; wall and the trials' span."""
+    import optuna
+
+    where = store / f"jobs{jobs}"
+    cmd = [
+        sys.executable, "-m", "sweep", "sweep", *store_overrides(where), *FIXED_SPACE,
+        *overrides, f"search.jobs={jobs}", f"search.n_trials={trials}",
+        f"trainer.epochs={epochs}", "search.study_name=bench",
+    ]  # fmt: skip
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=clean_env(), capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    study = optuna.load_study(study_name="bench", storage=f"sqlite:///{where}/optuna.db")
+    done = [t for t in study.trials if t.datetime_complete is not None and t.state.is_finished()]
+    span = max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)
+    return {"wall": wall, "span": span.total_seconds(), "trials": len(done)}
+
+
+def workers_section(one: dict[str, float], two: dict[str, float], epochs: int) -> Section:
+    rate = {k: 60 * r["trials"] / r["span"] for k, r in (("1", one), ("2", two))}
+    wall_rate = {k: 60 * r["trials"] / r["wall"] for k, r in (("1", one), ("2", two))}
+    scaling = rate["2"] / rate["1"]
+    n = int(one["trials"])
+    sec = Section(
+        f"3. Trials per minute, fixed {n}-trial study (tutorial configuration, {epochs} epochs)"
+    )
+    sec.rows += [
+        Row("1 worker (`search.jobs=1`)", _rate_text(rate["1"], one)),
+        Row("2 workers (`search.jobs=2`)", _rate_text(rate["2"], two)),
+        Row("2 workers / 1 worker", f"{scaling:.2f}x", f">= {TARGETS['scaling']:g}x",
+            verdict(scaling >= TARGETS["scaling"])),
+        Row("same, counting process start-up (wall clock)",
+            f"{wall_rate['2'] / wall_rate['1']:.2f}x"),
+    ]  # fmt: skip
+    sec.notes.append(
+        "trials/min = trials / (last trial's end - first trial's start) from the Optuna study; "
+        "the wall clock adds Python, TensorFlow and MLflow start-up, paid once per process "
+        "(the parent, then each spawned worker)."
+    )
+    return sec
+
+
+def _rate_text(rate: float, r: dict[str, float]) -> str:
+    return f"{rate:.1f} trials/min ({r['span']:.1f} s of trials, {r['wall']:.1f} s wall)"
+
+
+# --------------------------------------------------------------------------- 4. memory
+
+
+def memory_worker(
+    store: str, trials: int, epochs: int, overrides: Sequence[str] = ()
+) -> list[dict[str, float]]:
+    """In a fresh process: a real study's trials one after another, memory after each."""
+    from sweep import study as st
+    from sweep.tracking import drain, write_in_background
+
+    cfg = compose_cfg(
+        Path(store), *overrides, f"search.n_trials={trials}", f"trainer.epochs={epochs}"
+    )
+    sweep = st.open_sweep(cfg, ["bench"])
+    samples = [{"trial": 0, **memory_mb()}]
+    write_in_background(True)  # as `run_worker` does
+    try:
+        while (trial := st.next_trial(sweep)) is not None:
+            st.run_trial(sweep, trial, prefix="  memory part: ")
+            drain()
+            samples.append({"trial": len(samples), **memory_mb()})
+    finally:
+        write_in_background(False)
+    return samples
+
+
+def bench_memory(
+    store: Path, trials: int, epochs: int, overrides: Sequence[str] = ()
+) -> list[dict[str, float]]:
+    """`memory_worker` in a spawned process, so the numbers are a fresh worker's own."""
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        job = pool.submit(memory_worker, str(store / "memory"), trials, epochs, list(overrides))
+        return job.result()
+
+
+def memory_section(samples: list[dict[str, float]], epochs: int) -> Section:
+    at = {int(s["trial"]): s for s in samples}
+    last = max(at)
+    early = min(5, last)
+    growth = at[last]["VmRSS"] - at[early]["VmRSS"]
+    sec = Section(
+        f"4. Worker memory over a {last}-trial study (default search space, {epochs} epochs)"
+    )
+    sec.rows += [
+        Row("peak resident memory (VmHWM)", f"{at[last]['VmHWM']:.0f} MB"),
+        Row(f"RSS after trial {early} / after trial {last}",
+            f"{at[early]['VmRSS']:.0f} MB / {at[last]['VmRSS']:.0f} MB"),
+        Row(f"growth from trial {early} to trial {last}", f"{growth:+.1f} MB",
+            f"< {TARGETS['growth_mb']:g} MB", verdict(growth < TARGETS["growth_mb"])),
+    ]  # fmt: skip
+    sec.notes.append("RSS per trial (MB): " + ", ".join(f"{s['VmRSS']:.0f}" for s in samples[1:]))
+    return sec
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def render(sections: Sequence[Section], header: Sequence[str]) -> str:
+    """Markdown: a header paragraph, then one table per part with its notes under it."""
+    lines = [*header, ""]
+    for sec in sections:
+        lines += [f"**{sec.title}**", "", "| measurement | value | target | result |"]
+        lines.append("| --- | --- | --- | --- |")
+        lines += [f"| {r.what} | {r.value} | {r.target} | {r.verdict} |" for r in sec.rows]
+        lines += [""] + [f"_{n}_" for n in sec.notes] + [""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m sweep bench", description=__doc__.split("\n")[0])
+    p.add_argument("--only", default=",".join(PARTS), help=f"comma list of: {','.join(PARTS)}")
+    p.add_argument("--seeds", type=int, default=5, help="seeds for the fit part (default 5)")
+    p.add_argument("--epochs", type=int, default=50, help="epochs in the fit part (default 50)")
+    p.add_argument("--no-xla", action="store_true", help="skip the XLA row of the fit part")
+    p.add_argument("--trial-trials", type=int, default=5, help="measured trials in part 2")
+    p.add_argument("--worker-trials", type=int, default=12, help="study size in part 3")
+    p.add_argument("--worker-epochs", type=int, default=50, help="epochs per trial in part 3")
+    p.add_argument("--memory-trials", type=int, default=30, help="trials in part 4")
+    p.add_argument("--memory-epochs", type=int, default=10, help="epochs per trial in part 4")
+    p.add_argument("--out", default=str(ROOT / "bench-output" / "bench.md"), help="table file")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a Hydra override for every part, e.g. --set experiment=tiny (quick checks)",
+    )  # fmt: skip
+    args = p.parse_args(list(argv))
+    args.parts = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(args.parts) - set(PARTS)
+    if unknown:
+        p.error(f"--only: unknown part(s) {sorted(unknown)}; choose from {','.join(PARTS)}")
+    return args
+
+
+def run_parts(args: argparse.Namespace, store: Path) -> list[Section]:
+    sections = []
+    if "fit" in args.parts:
+        say("fit part: model.fit vs our loop ...")
+        fit = bench_fit(args.seeds, args.epochs, not args.no_xla, store / "fit", args.set)
+        sections.append(fit_section(fit, args.epochs))
+    if "trial" in args.parts:
+        say("trial part: trials with all tracking ...")
+        sections.append(trial_section(bench_trial(store / "trial", args.trial_trials, args.set)))
+    if "workers" in args.parts:
+        say("workers part: 1 worker, then 2 workers ...")
+        one = bench_workers(store, 1, args.worker_trials, args.worker_epochs, args.set)
+        two = bench_workers(store, 2, args.worker_trials, args.worker_epochs, args.set)
+        sections.append(workers_section(one, two, args.worker_epochs))
+    if "memory" in args.parts:
+        say("memory part: a worker's RSS over a study ...")
+        samples = bench_memory(store, args.memory_trials, args.memory_epochs, args.set)
+        sections.append(memory_section(samples, args.memory_epochs))
+    return sections
+
+
+def command(argv: Sequence[str]) -> int:
+    """`python -m sweep bench [--only ...]`: measure, print the table, write it to --out."""
+    args = parse_args(argv)
+    started, load_before = dt.datetime.now(dt.UTC), load()
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
+        sections = run_parts(args, Path(tmp))
+    header = [
+        f"`python -m sweep bench {' '.join(argv)}`".replace(" `", "`"),
+        f"{started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, load average before "
+        f"{load_before}, after {load()}, {time.perf_counter() - t0:.0f} s in all.",
+    ]
+    table = render(sections, header)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(table)
+    say("\n" + table + f"\n(written to {out})")
+    failed = any(r.verdict == "FAIL" for s in sections for r in s.rows)
+    return 1 if failed else 0

@@ -1,0 +1,92 @@
+"""`make bench` on tiny sizes: each part runs, measures what it says, and the table reads right.
+
+No timing assertions: the numbers depend on a shared machine; `make bench` is the measurement.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from sweep import bench
+
+TINY = ("experiment=tiny",)
+# Notes study.py silences at import, which pytest's per-test filters undo after the first test,
+# and MLflow's own import of mlflow.pyfunc (the first model logged in a process).
+pytestmark = [
+    pytest.mark.filterwarnings(
+        "ignore:.*(fail_stale_trials|heartbeat_interval|RetryHeartbeatStaleTrialCallback)"
+        ":optuna.exceptions.ExperimentalWarning"
+    ),
+    pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with"),
+    pytest.mark.filterwarnings("ignore:.*Any type hint is inferred as AnyType:UserWarning"),
+]
+
+
+def test_fit_part_times_model_fit_and_our_loop_seed_by_seed(tmp_path: Path):
+    r = bench.bench_fit(seeds=2, epochs=1, xla=False, store=tmp_path, overrides=TINY)
+    assert set(r) == {"fit_s", "fit_mse", "loop_s", "loop_mse"}
+    assert all(len(v) == 2 and all(x > 0 and math.isfinite(x) for x in v) for v in r.values())
+    # one epoch of the same algorithm from the same seed: comparable losses
+    assert 0.2 < r["fit_mse"][0] / r["loop_mse"][0] < 5
+
+
+def test_fit_table_passes_and_fails_on_the_targets():
+    fast = {"fit_s": [4.0] * 3, "loop_s": [0.5] * 3, "fit_mse": [0.003] * 3}
+    ok = bench.fit_section({**fast, "loop_mse": [0.0033] * 3}, 50)
+    assert [r.verdict for r in ok.rows if r.verdict] == ["PASS", "PASS"]
+    slow = {**fast, "loop_s": [1.0] * 3, "loop_mse": [0.006] * 3, "xla_s": [0.3] * 3}
+    bad = bench.fit_section({**slow, "xla_mse": [0.003] * 3}, 50)
+    verdicts = [r.verdict for r in bad.rows if r.verdict]
+    assert verdicts == ["FAIL", "FAIL", "on by default"]  # 4x slower; MSE factor 2; XLA faster
+
+
+def test_trial_part_measures_wall_training_and_writes_every_artifact(tmp_path: Path):
+    r = bench.bench_trial(tmp_path, measured=2, overrides=TINY)
+    assert r["n"] == 2
+    assert r["wall"] > r["train"] > 0 and r["bare"] > 0
+    assert {"config.yaml", "overrides.txt", "replay.json", "plots"} <= set(r["artifacts"])
+    plots = tmp_path / "artifacts"
+    assert len(list(plots.rglob("prediction.png"))) == 3  # warm-up + 2, all on disk at return
+    row = {x.what.split(" (")[0]: x for x in bench.trial_section(r).rows}
+    assert row["tracking and artifacts overhead"].verdict in ("PASS", "FAIL")
+
+
+def test_memory_worker_samples_rss_after_every_trial(tmp_path: Path):
+    samples = bench.memory_worker(str(tmp_path), trials=3, epochs=1, overrides=TINY)
+    assert [s["trial"] for s in samples] == [0, 1, 2, 3]
+    assert all(s["VmHWM"] >= s["VmRSS"] > 50 for s in samples)
+    sec = bench.memory_section(samples, 1)
+    assert "growth from trial 3 to trial 3" in sec.rows[-1].what  # fewer than 5 trials: clamp
+
+
+def test_memory_table_fails_on_growth():
+    samples = [{"trial": t, "VmRSS": 500 + 3 * t, "VmHWM": 600 + 3 * t} for t in range(31)]
+    sec = bench.memory_section(samples, 10)
+    assert sec.rows[-1].value == "+75.0 MB" and sec.rows[-1].verdict == "FAIL"
+
+
+def test_render_is_a_markdown_table_per_part():
+    sec = bench.Section("1. a part", [bench.Row("x", "1 s", ">= 2", "FAIL")], ["a note"])
+    text = bench.render([sec], ["`python -m sweep bench`"])
+    assert "| measurement | value | target | result |" in text
+    assert "| x | 1 s | >= 2 | FAIL |" in text and "_a note_" in text
+
+
+def test_unknown_part_is_refused():
+    with pytest.raises(SystemExit) as info:
+        bench.parse_args(["--only", "fit,speed"])
+    assert info.value.code == 2
+
+
+@pytest.mark.slow
+def test_command_runs_the_workers_part_and_writes_the_table(tmp_path: Path):
+    out = tmp_path / "bench.md"
+    argv = ["--only", "workers", "--worker-trials", "2", "--worker-epochs", "1"]
+    code = bench.command([*argv, "--set", "experiment=tiny", "--out", str(out)])
+    text = out.read_text()
+    assert code in (0, 1)  # a verdict, not a crash; timing is not asserted here
+    assert "1 worker (`search.jobs=1`)" in text and "2 workers / 1 worker" in text
+    assert ("PASS" in text) != ("FAIL" in text)

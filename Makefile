@@ -7,9 +7,10 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 JOBS   ?=
 PORT   ?= 5000
+STUDY  ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install baseline sweep worker server ui rerun robust test test-fast lint format bench clean
+.PHONY: help install baseline sweep worker server ui report predict rerun robust test test-fast lint format bench clean
 
 help: ## Show every target, one line each
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -34,8 +35,14 @@ worker: $(STAMP) ## Join the study on a shared storage and run trials until it r
 server: $(STAMP) ## MLflow tracking server for many workers: PostgreSQL store (SWEEP_TRACKING_DB), artifacts proxied, 127.0.0.1 (PORT=5000)
 	$(PY) -m sweep server --port $(PORT) $(ARGS)
 
-ui: $(STAMP) ## mlflow ui over the project's store on 127.0.0.1:$(PORT)
+ui: $(STAMP) ## mlflow server over the project's store on 127.0.0.1 (PORT=5000); prints the runs table's address
 	$(PY) -m sweep ui $(ARGS) --port $(PORT)
+
+report: $(STAMP) ## Self-contained HTML report of a study (STUDY=name), logged to its parent run
+	$(PY) -m sweep report $(if $(STUDY),search.study_name=$(STUDY)) $(ARGS)
+
+predict: $(STAMP) ## Predict sin(x) with the registered champion model (ARGS="--x 0.5 1.0")
+	$(PY) -m sweep predict $(ARGS)
 
 rerun: $(STAMP) ## Train run RUN_ID again from its MLflow record alone; compare every metric (TOL=rel. tolerance)
 	$(PY) -m sweep rerun $(RUN_ID) $(if $(TOL),--tolerance $(TOL)) $(ARGS)

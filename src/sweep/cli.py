@@ -207,12 +207,20 @@ def hydra_entry(task: Callable[[DictConfig, list[str]], int | None]) -> Callable
     return hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")(guarded(task))
 
 
+def run_report(cfg: DictConfig, overrides: Sequence[str]) -> int:
+    """A self-contained HTML report of study `search.study_name`, logged to its parent run."""
+    from sweep.report import run_report as report
+
+    return report(cfg, overrides)
+
+
 # Commands that compose conf/ with Hydra: task(cfg, overrides) -> exit code.
 COMMANDS: dict[str, Callable[[DictConfig, list[str]], int | None]] = {
     "baseline": run_baseline,
     "train": run_baseline,
     "sweep": run_sweep,
     "worker": run_join,
+    "report": run_report,
 }
 
 def run_server(argv: list[str]) -> int:
@@ -243,6 +251,20 @@ def run_bench(argv: list[str]) -> int:
     return command(argv)
 
 
+def run_predict(argv: list[str]) -> int:
+    """`python -m sweep predict`: the registered champion's predictions beside sin(x)."""
+    from sweep.registry import command
+
+    return command(argv)
+
+
+def run_ui(argv: list[str]) -> int:
+    """`python -m sweep ui`: `mlflow server` over the project's store, runs table address."""
+    from sweep.ui import command
+
+    return command(argv)
+
+
 # Commands that do not compose conf/ (they read a past run's record, or serve a store):
 # command(argv) -> exit code, with their own argparse.
 PLAIN_COMMANDS: dict[str, Callable[[list[str]], int]] = {
@@ -250,4 +272,6 @@ PLAIN_COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "rerun": run_rerun,
     "robust": run_robust,
     "bench": run_bench,
+    "ui": run_ui,
+    "predict": run_predict,
 }

@@ -134,6 +134,58 @@ def seed_robustness_figure(
     return fig
 
 
+def _axis_positions(values: Sequence, log: bool) -> tuple[np.ndarray, list[str]]:
+    """Values mapped to [0, 1] on one parallel axis, and labels for its bottom and top."""
+    if any(isinstance(v, str) for v in values):
+        cats = sorted({str(v) for v in values})
+        pos = np.array([cats.index(str(v)) for v in values], dtype=float)
+        return pos / max(len(cats) - 1, 1), cats
+    raw = np.asarray(values, dtype=float)
+    t = np.log10(raw) if log else raw
+    lo, hi = float(np.min(t)), float(np.max(t))
+    span = hi - lo or 1.0
+    return (t - lo) / span, [f"{raw.min():.3g}", f"{raw.max():.3g}"]
+
+
+def parallel_coordinates_figure(
+    columns: dict[str, Sequence],
+    values: Sequence[float],
+    log_axes: Sequence[str] = (),
+    highlight: dict[str, int] | None = None,
+) -> Figure:
+    """One line per trial across its parameters to its validation MSE (darker is better)."""
+    names = [*columns, "val MSE"]
+    cols = [*columns.values(), list(values)]
+    logs = [n in log_axes for n in columns] + [True]
+    placed = [_axis_positions(c, lg) for c, lg in zip(cols, logs, strict=True)]
+    grid = np.array([p for p, _ in placed]).T
+    score = grid[:, -1]
+    fig, ax = plt.subplots(figsize=(1.9 * len(names) + 1, 4.5))
+    cmap = plt.get_cmap("viridis")
+    for row, s in sorted(zip(grid, score, strict=True), key=lambda rs: -rs[1]):
+        ax.plot(range(len(names)), row, color=cmap(s), alpha=0.7, lw=1.2)
+    for label, i in (highlight or {}).items():
+        ax.plot(range(len(names)), grid[i], lw=3, label=label)
+    for i, (_, labels) in enumerate(placed):
+        ax.axvline(i, color="black", lw=0.8)
+        if len(labels) == 2 and not isinstance(cols[i][0], str):
+            ax.text(i, -0.06, labels[0], ha="center", va="top", fontsize=8)
+            ax.text(i, 1.06, labels[1], ha="center", va="bottom", fontsize=8)
+        else:
+            for j, lab in enumerate(labels):
+                ax.text(i + 0.03, j / max(len(labels) - 1, 1), lab, fontsize=8, va="center")
+    ax.set_xticks(
+        range(len(names)), [n + (" (log)" if lg else "") for n, lg in zip(names, logs, strict=True)]
+    )
+    ax.set_yticks([])
+    ax.set_ylim(-0.15, 1.15)
+    ax.set_title("parallel coordinates (colour: validation MSE, dark = low)")
+    if highlight:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
 def close(fig: Figure) -> None:
     """Release a figure; a long sweep must not accumulate them."""
     plt.close(fig)

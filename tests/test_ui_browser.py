@@ -1,0 +1,266 @@
+"""`python -m sweep ui` in a real browser: Debian's headless Chromium driven by Selenium.
+
+The slow test serves a store made by a tiny real sweep, opens the address the command prints
+and checks what a user would look for: the trials nested under their study, the swept params as
+columns, the best-first view, and a trial's logged plot that actually loads. Screenshots are kept
+under test-output/ui/ (gitignored).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweep import ui
+from tests.conftest import ROOT, clean_env
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--window-size=1600,1000",
+)
+SHOTS = ROOT / "test-output" / "ui"
+PNG = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]
+
+
+def chromium(profile: Path):  # noqa: ANN201 - selenium is imported lazily
+    """Headless Chromium with a fresh profile; fails (not skips) when it is not installed."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.fail("needs Debian's chromium and chromium-driver (.ci/run installs them)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def screenshot(driver, name: str) -> Path:  # noqa: ANN001
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / name
+    driver.save_screenshot(str(path))
+    print(f"screenshot: {path}")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- fast: addresses
+
+
+def test_runs_url_opens_model_training_mode_in_a_view():
+    url = ui.runs_url("http://127.0.0.1:5000", "7", ui.VIEW_BEST)
+    assert url == (
+        "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+        "&viewStateShareKey=sweep-by-val-mse"
+    )
+
+
+def test_views_show_swept_params_and_sort_best_view_by_val_mse():
+    views = ui.view_states(["model.depth", "optimizer.lr"])
+    nested, best = views[ui.VIEW_NESTED], views[ui.VIEW_BEST]
+    assert nested["selectedColumns"][:3] == [
+        "params.`model.depth`",
+        "params.`optimizer.lr`",
+        "metrics.`val_mse`",
+    ]
+    assert "orderByKey" not in nested  # default order keeps trials nested under their study
+    assert (best["orderByKey"], best["orderByAsc"]) == ("metrics.`val_mse`", True)
+
+
+def test_store_flag_wins_over_env_which_wins_over_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert ui.store_uri(None)[0] == "http://127.0.0.1:5999"
+    assert ui.store_uri(tmp_path)[0] == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert ui.store_uri(None)[0] == f"sqlite:///{Path('mlruns').resolve()}/mlflow.db"
+
+
+def test_ui_without_a_store_says_so_in_one_line(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "sweep", "ui", "--store", str(tmp_path / "none")],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().startswith("error: no MLflow store at")
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- slow: the browser
+
+
+def _read_lines(stream, lines: queue.Queue) -> None:  # noqa: ANN001
+    for line in stream:
+        lines.put(line)
+
+
+@pytest.fixture
+def ui_server(tiny_sweep_store: Path, tmp_path: Path) -> Iterator[dict]:
+    """`python -m sweep ui` on a free port; yields its printed addresses; stops it after."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sweep",
+            "ui",
+            "--store",
+            str(tiny_sweep_store),
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=(tmp_path / "ui.err").open("w"),
+        text=True,
+    )
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
+    printed = ""
+    try:
+        while "by val_mse" not in printed:
+            printed += lines.get(timeout=180)
+        urls = re.findall(r"http://\S+", printed)
+        yield {"port": port, "printed": printed, "nested": urls[-2], "best": urls[-1]}
+    except queue.Empty:
+        pytest.fail(f"no address within 180 s: {printed}{(tmp_path / 'ui.err').read_text()}")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert ui.port_free("127.0.0.1", port), "the mlflow server outlived `sweep ui`"
+
+
+def _wait(driver, condition, timeout: float = 60):  # noqa: ANN001, ANN202
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.3).until(lambda d: condition(d))
+
+
+def _rows(driver) -> dict[str, int]:  # noqa: ANN001
+    """Run id -> row index of the runs table's rows now rendered."""
+    return {
+        r.get_attribute("row-id"): int(r.get_attribute("row-index"))
+        for r in driver.find_elements("css selector", "[role=row][row-id]")
+    }
+
+
+def _link(driver, run_id: str):  # noqa: ANN001, ANN202
+    return driver.find_element("css selector", f'a[href$="/runs/{run_id}"]')
+
+
+@pytest.mark.slow
+def test_ui_lists_trials_nested_sorted_and_shows_their_plots(
+    ui_server: dict, tiny_sweep_store: Path, tmp_path: Path
+):
+    client = MlflowClient(f"sqlite:///{tiny_sweep_store}/mlflow.db")
+    exp = client.get_experiment_by_name("sine")
+    runs = client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("sweep.kind") == "sweep"]
+    trials = [r for r in runs if r.data.tags.get("sweep.kind") == "trial"]
+    assert len(trials) >= 5
+    base = f"http://127.0.0.1:{ui_server['port']}"
+    assert (
+        f"{base}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+        in (ui_server["printed"])
+    )
+    driver = chromium(tmp_path / "profile")
+    try:
+        _check_nested_view(driver, ui_server["nested"], parent, trials)
+        _check_best_view(driver, ui_server["best"], trials)
+        best = min(
+            (r for r in trials if "val_mse" in r.data.metrics),
+            key=lambda r: r.data.metrics["val_mse"],
+        )
+        _check_trial_plot(driver, base, exp.experiment_id, best.info.run_id)
+    finally:
+        driver.quit()
+
+
+def _check_nested_view(driver, url: str, parent, trials) -> None:  # noqa: ANN001
+    driver.get(url)
+    _wait(driver, lambda d: parent.info.run_id in _rows(d))
+    body = driver.find_element("tag name", "body").text
+    assert "Judges" not in body, "the UI opened in GenAI mode"
+    headers = driver.find_element("css selector", ".ag-header").text
+    assert {"model.depth", "optimizer.lr", "val_mse"} <= set(headers.split()), headers
+    assert not {t.info.run_id for t in trials} & set(_rows(driver)), "trials not under parent"
+    screenshot(driver, "runs-collapsed.png")
+    cell = _link(driver, parent.info.run_id).find_element(
+        "xpath", "ancestor::div[@role='gridcell']"
+    )
+    cell.find_element("css selector", "button").click()
+    _wait(driver, lambda d: {t.info.run_id for t in trials} <= set(_rows(d)))
+    parent_x = _link(driver, parent.info.run_id).location["x"]
+    for t in trials:
+        link = _link(driver, t.info.run_id)
+        assert link.text == t.info.run_name
+        assert link.location["x"] > parent_x, f"{t.info.run_name} is not indented"
+    screenshot(driver, "runs-nested.png")
+
+
+def _check_best_view(driver, url: str, trials) -> None:  # noqa: ANN001
+    driver.get(url)
+    scored = sorted(
+        (r for r in trials if "val_mse" in r.data.metrics), key=lambda r: r.data.metrics["val_mse"]
+    )
+    expected = [r.info.run_id for r in scored]
+    _wait(driver, lambda d: set(expected) <= set(_rows(d)))
+    rows = _rows(driver)
+    shown = sorted(expected, key=rows.get)
+    assert shown == expected, "runs are not sorted by val_mse, best first"
+    assert rows[expected[0]] == 0
+    screenshot(driver, "runs-by-val-mse.png")
+
+
+def _check_trial_plot(driver, base: str, exp_id: str, run_id: str) -> None:  # noqa: ANN001
+    driver.get(f"{base}/#/experiments/{exp_id}/runs/{run_id}/artifacts/plots/prediction.png")
+    sizes = _wait(
+        driver,
+        lambda d: [
+            w
+            for w in d.execute_script(
+                "return Array.from(document.images).filter(i => i.src.startsWith('blob:'))"
+                ".map(i => i.complete ? i.naturalWidth : 0)"
+            )
+            if w > 0
+        ],
+    )
+    assert max(sizes) >= 400, sizes
+    head = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        f"fetch('get-artifact?path=plots%2Fprediction.png&run_uuid={run_id}')"
+        ".then(r => r.arrayBuffer()).then(b => done(Array.from(new Uint8Array(b).slice(0, 8))))"
+        ".catch(e => done(String(e)));"
+    )
+    assert head == PNG, head
+    screenshot(driver, "trial-prediction-plot.png")

@@ -406,8 +406,9 @@ def train_again(
 def rerun(run_id: str, store: Store, tolerance: float | None = None) -> int:
     """Replay one run from its record, log it as a new run, print and judge the comparison."""
     from sweep import console
-    from sweep.tracking import MlflowClient
+    from sweep.tracking import MlflowClient, check_reachable
 
+    check_reachable(store.uri)
     client = MlflowClient(store.uri)
     record = load_record(client, run_id, store)
     name = record.run.info.run_name or run_id[:8]
@@ -572,9 +573,10 @@ def _cell(value: Any) -> str:
 def robust(study_name: str, storage: str, store: Store, top: int, seeds: int) -> int:
     """Rerun the study's best trials with seed offsets 1..seeds; log the table to its parent."""
     from sweep import console
-    from sweep.tracking import MlflowClient
+    from sweep.tracking import MlflowClient, check_reachable
 
     study = open_study(storage, study_name)
+    check_reachable(store.uri)
     client = MlflowClient(store.uri)
     parent_id = _parent_of(study, client, store)
     trials = _best_trials(study, top)

@@ -330,3 +330,14 @@ def test_server_on_a_missing_database_fails_in_one_masked_line(pg, tmp_path):
     assert "does not exist" in out.stderr and "createdb" in out.stderr
     assert pg.password not in out.stdout + out.stderr and f"{pg.role}:***@" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_extra_allowed_hosts_keep_mlflows_local_and_private_defaults():
+    from sweep.server import parse_args, server_command
+
+    args = parse_args(["--allowed-hosts", "mlflow.lab:5000", "--backend-store-uri", "sqlite://"])
+    cmd = server_command(args, "sqlite://", "/tmp/a")
+    hosts = cmd[cmd.index("--allowed-hosts") + 1].split(",")
+    assert {"mlflow.lab:5000", "localhost:*", "127.0.0.1:*", "10.*"} <= set(hosts)
+    assert "*" not in hosts and "--disable-security-middleware" not in cmd
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"

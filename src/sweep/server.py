@@ -102,9 +102,7 @@ def check_database(url: str, password: str | None, shown: str) -> None:
         if "does not exist" in str(exc):
             db = urlsplit(url).path.lstrip("/")
             hint = f" (create it first: createdb -h HOST -U USER {db})"
-        raise ConfigError(
-            f"backend store {shown}: {first_line(exc.orig or exc)}{hint}"
-        ) from exc
+        raise ConfigError(f"backend store {shown}: {first_line(exc.orig or exc)}{hint}") from exc
     finally:
         engine.dispose()
 
@@ -117,10 +115,18 @@ def server_command(args: argparse.Namespace, store: str, artifacts: str) -> list
     if args.workers:
         cmd += ["--workers", str(args.workers)]
     if args.allowed_hosts:
-        cmd += ["--allowed-hosts", args.allowed_hosts]
+        cmd += ["--allowed-hosts", allowed_hosts(args.allowed_hosts)]
     if args.cors_allowed_origins:
         cmd += ["--cors-allowed-origins", args.cors_allowed_origins]
     return cmd
+
+
+def allowed_hosts(extra: str) -> str:
+    """The user's Host names plus MLflow's defaults, which `--allowed-hosts` would replace."""
+    from mlflow.server.security_utils import get_default_allowed_hosts
+
+    names = [h.strip() for h in extra.split(",") if h.strip()]
+    return ",".join(dict.fromkeys(names + get_default_allowed_hosts()))
 
 
 def local_url(host: str, port: int) -> str:

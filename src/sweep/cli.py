@@ -11,13 +11,14 @@ import multiprocessing
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.config import ConfigError, SweepError, first_line, prepare
+from sweep.config import ConfigError, SweepError, first_line, mask_text, prepare
 
 CONF_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "conf")
 EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 1, 2, 130
@@ -61,6 +62,11 @@ def guarded(task: Callable[[DictConfig, list[str]], int | None]) -> Callable[[Di
         except KeyboardInterrupt:
             print("\ninterrupted", file=sys.stderr)
             sys.exit(EXIT_INTERRUPTED)
+        except Exception:
+            # A bug, not a user mistake: show the traceback, but never a URL's password (Hydra's
+            # own handler would print the raw overrides).
+            print(mask_text(traceback.format_exc()), file=sys.stderr, end="")
+            sys.exit(EXIT_FAILED)
         sys.exit(code or 0)
 
     return main
@@ -223,6 +229,7 @@ COMMANDS: dict[str, Callable[[DictConfig, list[str]], int | None]] = {
     "report": run_report,
 }
 
+
 def run_server(argv: list[str]) -> int:
     """`python -m sweep server`: an MLflow tracking server for workers on many machines."""
     from sweep.server import serve
@@ -244,13 +251,6 @@ def run_robust(argv: list[str]) -> int:
     return robust_command(argv)
 
 
-def run_bench(argv: list[str]) -> int:
-    """`python -m sweep bench`: the speed targets measured on this machine, as a table."""
-    from sweep.bench import command
-
-    return command(argv)
-
-
 def run_predict(argv: list[str]) -> int:
     """`python -m sweep predict`: the registered champion's predictions beside sin(x)."""
     from sweep.registry import command
@@ -265,13 +265,20 @@ def run_ui(argv: list[str]) -> int:
     return command(argv)
 
 
+def run_bench(argv: list[str]) -> int:
+    """`python -m sweep bench`: the speed targets measured on this machine, as a table."""
+    from sweep.bench import command
+
+    return command(argv)
+
+
 # Commands that do not compose conf/ (they read a past run's record, or serve a store):
 # command(argv) -> exit code, with their own argparse.
 PLAIN_COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "server": run_server,
     "rerun": run_rerun,
     "robust": run_robust,
-    "bench": run_bench,
     "ui": run_ui,
+    "bench": run_bench,
     "predict": run_predict,
 }

@@ -156,6 +156,14 @@ def mask_url(url: str | None) -> str | None:
     )
 
 
+URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+
+
+def mask_text(value: Any) -> str:
+    """Text with every URL's password replaced by ***: configs, overrides, commands, tracebacks."""
+    return URL.sub(lambda m: mask_url(m.group()), str(value))
+
+
 def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, str]:
     """Dotted key -> string value, the shape MLflow params want; URLs come out masked."""
     data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg

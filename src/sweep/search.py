@@ -30,6 +30,9 @@ VOLATILE_KEYS = (
     "tracking",
     "paths",
     "trainer.threads",
+    "search.heartbeat_interval",
+    "search.grace_period",
+    "search.max_failed_trials",
 )
 
 

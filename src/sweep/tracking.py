@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 import sys
 import tempfile
@@ -37,16 +36,11 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # noqa: E402
 
-from sweep.config import ConfigError, first_line, mask_url, sqlite_path  # noqa: E402
+from sweep.config import ConfigError, first_line, mask_text, mask_url, sqlite_path  # noqa: E402
 
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
-URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
-
-
-def masked(value: Any) -> str:
-    """Text with every URL's password replaced by ***: configs, overrides, commands, tags."""
-    return URL.sub(lambda m: mask_url(m.group()), str(value))
+masked = mask_text
 
 
 def str_tags(tags: dict | None) -> dict[str, str]:

@@ -91,6 +91,10 @@ def test_views_show_swept_params_and_sort_best_view_by_val_mse():
     ]
     assert "orderByKey" not in nested  # default order keeps trials nested under their study
     assert (best["orderByKey"], best["orderByAsc"]) == ("metrics.`val_mse`", True)
+    parallel, scatter = nested["compareRunCharts"]
+    assert (parallel["type"], parallel["selectedMetrics"]) == ("PARALLEL", ["val_mse"])
+    assert parallel["selectedParams"] == ["model.depth", "optimizer.lr"]
+    assert scatter["xaxis"]["key"] == "optimizer.lr" and scatter["yaxis"]["key"] == "val_mse"
 
 
 def test_store_flag_wins_over_env_which_wins_over_default(tmp_path, monkeypatch):
@@ -202,6 +206,9 @@ def test_ui_lists_trials_nested_sorted_and_shows_their_plots(
             key=lambda r: r.data.metrics["val_mse"],
         )
         _check_trial_plot(driver, base, exp.experiment_id, best.info.run_id)
+    except Exception:
+        screenshot(driver, "failure.png")
+        raise
     finally:
         driver.quit()
 
@@ -240,6 +247,12 @@ def _check_best_view(driver, url: str, trials) -> None:  # noqa: ANN001
     assert shown == expected, "runs are not sorted by val_mse, best first"
     assert rows[expected[0]] == 0
     screenshot(driver, "runs-by-val-mse.png")
+    driver.get(url + "&compareRunsMode=CHART")
+    _wait(driver, lambda d: "Parallel Coordinates" in d.find_element("tag name", "body").text)
+    # both cards drawn: parallel coordinates (canvas layers) and the lr/val_mse scatter (plotly)
+    _wait(driver, lambda d: d.find_elements("css selector", "canvas.foreground"))
+    _wait(driver, lambda d: d.find_elements("css selector", ".js-plotly-plot svg.main-svg"))
+    screenshot(driver, "runs-charts.png")
 
 
 def _check_trial_plot(driver, base: str, exp_id: str, run_id: str) -> None:  # noqa: ANN001

@@ -35,6 +35,7 @@ KIND_TAG = "mlflow.experimentKind"
 METRIC_COLUMNS = ("val_mse", "test_mse", "train_mse", "train_seconds")
 DEFAULT_SWEPT = ("model.depth", "model.width", "model.activation", "optimizer.lr")
 STARTUP_SECONDS = 120
+CHART_SECTION = "sweep-charts"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -89,12 +90,52 @@ def swept_params(client: Any, experiment_id: str) -> list[str]:
     return sorted(keys) if keys else list(DEFAULT_SWEPT)
 
 
+def charts(swept: list[str]) -> tuple[list[dict], list[dict]]:
+    """Chart view: parallel coordinates of the swept params to val_mse, and lr against val_mse."""
+    section = {
+        "uuid": CHART_SECTION,
+        "name": "Sweep",
+        "display": True,
+        "isReordered": False,
+        "deleted": False,
+        "isGenerated": False,
+    }
+    base = {"metricSectionId": CHART_SECTION, "deleted": False, "isGenerated": False}
+    parallel = {
+        **base,
+        "uuid": "sweep-parallel",
+        "type": "PARALLEL",
+        "runsCountToCompare": 100,
+        "selectedParams": swept,
+        "selectedMetrics": ["val_mse"],
+        "showAllRuns": True,
+    }
+    scatter = {
+        **base,
+        "uuid": "sweep-scatter",
+        "type": "SCATTER",
+        "runsCountToCompare": 100,
+        "xaxis": {"key": "optimizer.lr", "type": "PARAM"},
+        "yaxis": {"key": "val_mse", "type": "METRIC"},
+    }
+    cards = [parallel, scatter] if "optimizer.lr" in swept else [parallel]
+    return cards, [section]
+
+
 def view_states(swept: list[str]) -> dict[str, dict[str, Any]]:
     """The two shared views, in the JSON shape the UI's share button stores."""
     columns = [column("params", k) for k in swept]
     columns += [column("metrics", m) for m in METRIC_COLUMNS]
     columns += [column("params", "n_params"), column("tags", "sweep.state")]
-    nested = {"selectedColumns": columns, "columnOrder": columns, "runListHidden": False}
+    cards, sections = charts(swept)
+    nested = {
+        "selectedColumns": columns,
+        "columnOrder": columns,
+        "runListHidden": False,
+        "runsHiddenMode": "SHOW_ALL",
+        "compareRunCharts": cards,
+        "compareRunSections": sections,
+    }
     best = {**nested, "orderByKey": column("metrics", "val_mse"), "orderByAsc": True}
     return {VIEW_NESTED: nested, VIEW_BEST: best}
 

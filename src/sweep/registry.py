@@ -109,6 +109,13 @@ def prediction_table(xs: np.ndarray, pred: np.ndarray) -> str:
     return "\n".join(rows)
 
 
+def _number(text: str | None) -> str:
+    try:
+        return f"{float(text):.3e}"
+    except (TypeError, ValueError):
+        return "?"
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m sweep predict",
@@ -148,7 +155,7 @@ def command(argv: list[str]) -> int:
     print(
         f"models:/{args.model}@{args.alias} = version {mv.version} "
         f"(study {mv.tags.get('study', '?')}, trial {mv.tags.get('trial', '?')}, "
-        f"recorded val_mse {mv.tags.get('val_mse', '?')})"
+        f"recorded val_mse {_number(mv.tags.get('val_mse'))})"
     )
     print(prediction_table(xs, predict(model, xs)))
     return 0

@@ -186,6 +186,7 @@ def start_server(uri: str, artifacts: Path, host: str, port: int) -> subprocess.
         str(port),
         "--workers",
         "1",
+        "--uvicorn-opts=--no-access-log",  # the terminal keeps the addresses, not every request
     ]
     return subprocess.Popen(cmd, env=env, start_new_session=True)
 
@@ -273,7 +274,8 @@ def serve(uri: str, artifacts: Path, host: str, port: int, lines: list[str]) -> 
     from sweep.config import mask_url
 
     proc = start_server(uri, artifacts, host, port)
-    signal.signal(signal.SIGTERM, _interrupt)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: it may arrive ignored
+        signal.signal(signum, _interrupt)
     try:
         if not wait_healthy(base_url(host, port), proc):
             print("error: mlflow server did not start; see its output above", file=sys.stderr)

@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def prediction_figure(
@@ -83,6 +84,7 @@ def history_figure(
     )
     ax.set_yscale("log")
     ax.set_xlabel("trial")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("validation MSE")
     ax.set_title("optimisation history")
     ax.grid(alpha=0.3, which="both")

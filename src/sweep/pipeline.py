@@ -84,20 +84,30 @@ def _cpuinfo() -> list[str]:
         return []
 
 
-def log_record(run: Run, cfg: DictConfig, data: Dataset, overrides: Sequence[str]) -> None:
-    """Params (flattened config, once), the resolved config and the replay record as files."""
+def log_record(
+    run: Run,
+    cfg: DictConfig,
+    data: Dataset,
+    overrides: Sequence[str],
+    extra_params: dict[str, Any] | None = None,
+) -> None:
+    """Params (flattened config, once) with the provenance tags in one write; the resolved
+    config and the replay record as files, written off the training path in a worker."""
     record = replay_record(cfg, data, overrides)
-    run.log_params(flatten(cfg))
-    run.set_tags(
-        {
-            "git_commit": record["git"]["commit"],
-            "git_dirty": record["git"]["dirty"],
-            "deterministic": str(record["deterministic"]).lower(),
-        }
-    )
-    run.log_yaml(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
-    run.log_text("\n".join(overrides) + "\n", "overrides.txt")
-    run.log_json(record, "replay.json")
+    tags = {
+        "git_commit": record["git"]["commit"],
+        "git_dirty": record["git"]["dirty"],
+        "deterministic": str(record["deterministic"]).lower(),
+    }
+    run.log_params({**flatten(cfg), **(extra_params or {})}, tags=tags)
+    config = OmegaConf.to_container(cfg, resolve=True)
+
+    def write() -> None:
+        run.log_yaml(config, "config.yaml")
+        run.log_text("\n".join(overrides) + "\n", "overrides.txt")
+        run.log_json(record, "replay.json")
+
+    run.defer(write, "config files")
 
 
 def metric_hook(run: Run) -> EpochHook:
@@ -118,11 +128,10 @@ def execute(
     """Train the configured model, logging record, per-epoch losses, final metrics, model, plots."""
     configure_tensorflow(cfg.trainer.threads, cfg.trainer.deterministic)
     data = dataset_for(cfg)
-    log_record(run, cfg, data, overrides)
     reset_state(cfg.seed)
     model = build_mlp(cfg.model.depth, cfg.model.width, cfg.model.activation)
     optimizer = build_optimizer(cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.momentum)
-    run.log_params({"n_params": model.count_params()})
+    log_record(run, cfg, data, overrides, {"n_params": model.count_params()})
     result = train(
         model,
         optimizer,

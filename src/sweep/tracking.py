@@ -95,10 +95,13 @@ class Run:
         self.run_id = run_id
         self._metrics: list[Metric] = []
 
-    def log_params(self, params: dict[str, Any]) -> None:
+    def log_params(self, params: dict[str, Any], tags: dict[str, Any] | None = None) -> None:
+        """Params (and tags, if any) in as few writes as MLflow's 100-per-batch limit allows."""
         items = [Param(k, masked(v)[:6000]) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i : i + 100], synchronous=True)
+        labels = [RunTag(k, v) for k, v in str_tags(tags).items()]
+        for i in range(0, max(len(items), 1 if labels else 0), 100):
+            first = labels if i == 0 else []
+            self.client.log_batch(self.run_id, params=items[i : i + 100], tags=first)
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         """Buffer metrics; they reach the store at `flush()` in one batched write."""
@@ -174,7 +177,7 @@ class NullRun(Run):
         self.run_id = None
         self._metrics = []
 
-    def log_params(self, params: dict[str, Any]) -> None: ...
+    def log_params(self, params: dict[str, Any], tags: dict[str, Any] | None = None) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None: ...
     def flush(self) -> None: ...
     def set_tags(self, tags: dict[str, Any]) -> None: ...

@@ -108,6 +108,22 @@ def test_sigint_closes_the_current_trial_and_says_how_to_continue(tmp_path):
 
 
 @pytest.mark.slow
+def test_sigterm_to_a_two_worker_sweep_stops_both_workers_cleanly(tmp_path):
+    proc = _popen(tmp_path, *FAST, "search.n_trials=8", "trainer.epochs=300", "search.jobs=2")
+    _wait_for_running_trial(tmp_path, after=1)
+    proc.send_signal(signal.SIGTERM)  # to the parent alone, as a scheduler would
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "run the same command again" in stdout
+    study = _study(tmp_path)
+    assert not [t for t in study.trials if t.state.name == "RUNNING"]
+    runs = _runs(tmp_path)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    parent = next(r for r in runs if r.data.tags.get("sweep.kind") == "sweep")
+    assert parent.info.status == "KILLED"
+
+
+@pytest.mark.slow
 def test_diverging_trials_fail_with_a_reason_and_the_sweep_goes_on(tmp_path):
     args = [
         "experiment=tiny",

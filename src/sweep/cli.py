@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from sweep import interrupt
 from sweep.config import ConfigError, SweepError, first_line, mask_text, prepare
 
 CONF_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "conf")
@@ -28,13 +30,6 @@ def fail(message: str, code: int = EXIT_CONFIG) -> None:
     """One line on stderr and a non-zero exit; SWEEP_TRACEBACK=1 shows the whole story."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
-
-
-def _sigterm_as_interrupt() -> None:
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 def task_overrides() -> list[str]:
@@ -51,7 +46,7 @@ def guarded(task: Callable[[DictConfig, list[str]], int | None]) -> Callable[[Di
     """Check the config, run the task, and turn known failures into one line and an exit code."""
 
     def main(raw: DictConfig) -> None:
-        _sigterm_as_interrupt()
+        interrupt.install()
         try:
             cfg = prepare(raw)
             code = task(cfg, task_overrides())
@@ -83,9 +78,8 @@ def run_baseline(cfg: DictConfig, overrides: Sequence[str]) -> int:
     run = tracker.start_run("baseline", tags={"sweep.kind": "single"})
     status = "FAILED"
     try:
-        result = execute(
-            cfg, run, overrides, [console.epoch_counter("baseline", cfg.trainer.epochs)]
-        )
+        hooks = [console.epoch_counter("baseline", cfg.trainer.epochs), interrupt.check]
+        result = execute(cfg, run, overrides, hooks)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -178,13 +172,15 @@ def _run_processes(cfg: DictConfig, overrides: Sequence[str], jobs: int) -> None
     ]
     for p in procs:
         p.start()
-    try:
-        for p in procs:
-            p.join()
-    except KeyboardInterrupt:
-        for p in procs:
-            p.join(timeout=120)
-        raise
+    forwarded = False
+    while any(p.is_alive() for p in procs):
+        time.sleep(0.2)
+        if interrupt.requested() and not forwarded:  # e.g. SIGTERM sent to this process alone
+            for p in procs:
+                if p.is_alive():
+                    os.kill(p.pid, signal.SIGINT)
+            forwarded = True
+    interrupt.check()
     bad = [p.exitcode for p in procs if p.exitcode not in (0, None)]
     if bad:
         raise ConfigError(f"{len(bad)} worker(s) failed (exit codes {bad}); see their output above")
@@ -194,7 +190,7 @@ def _worker_process(data: dict, overrides: list[str], index: int, jobs: int) -> 
     """Entry of one spawned worker: pinned to its cores, its own TensorFlow threads."""
     from sweep.study import open_sweep, pin_worker, run_worker
 
-    _sigterm_as_interrupt()
+    interrupt.install()
     cfg = OmegaConf.create(data)
     threads = pin_worker(index, jobs)
     if threads and cfg.trainer.threads is None:

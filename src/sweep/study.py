@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from sweep import console, plots
+from sweep import console, interrupt, plots
 from sweep.config import ConfigError, SweepError, first_line, flatten, mask_url
 from sweep.registry import register_champion
 from sweep.search import (
@@ -288,6 +288,7 @@ def next_trial(sweep: Sweep, poll: float = 1.0) -> optuna.Trial | None:
     target = sweep.cfg.search.n_trials
     waiting_said = False
     while True:
+        interrupt.check()
         optuna.storages.fail_stale_trials(sweep.study)
         done, running = counts(sweep.study)
         if done >= target:
@@ -361,6 +362,7 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, prefix: str = "") -> TrialState
         trial.set_user_attr(RUN_ATTR, run.run_id)
     hooks = [
         console.epoch_counter(f"trial {trial.number}", cfg.trainer.epochs),
+        interrupt.check,
         pruning_hook(trial),
     ]
     state, value, reason = TrialState.COMPLETE, None, None
@@ -400,9 +402,8 @@ def _close(
         tags["fail_reason"] = reason
         trial.set_user_attr("fail_reason", reason)
     try:
-        run.set_tags(tags)
+        run.end(mlflow_status, tags)  # the state tags ride with the last metrics: one write
     finally:
-        run.end(mlflow_status)
         if state == TrialState.COMPLETE:
             sweep.study.tell(trial, value)
         else:

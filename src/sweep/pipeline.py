@@ -156,8 +156,7 @@ def log_result(run: Run, cfg: DictConfig, model: Any, data: Dataset, result: Tra
             "train_seconds": result.seconds,
         },
         step=len(result.history),
-    )
-    run.flush()
+    )  # buffered: written with the per-epoch losses when the run ends, in one batch
     if cfg.tracking.log_model:
         run.log_model(model, data.val.x[:5], requirements())
     if cfg.tracking.log_plots:

@@ -147,20 +147,31 @@ class Run:
     def log_model(self, model: Any, x_example: np.ndarray, requirements: list[str]) -> str:
         """Log a Keras model MLflow can load back; explicit requirements skip a ~6 s inference."""
         import mlflow.keras
-        from mlflow.models import infer_signature
+        from mlflow.models import Model, infer_signature
 
         signature = infer_signature(x_example, np.asarray(model(x_example)))
-        active = mlflow.active_run()
-        if active is None or active.info.run_id != self.run_id:
-            mlflow.start_run(run_id=self.run_id)
-        info = mlflow.keras.log_model(
-            model, name="model", signature=signature, pip_requirements=requirements
+        # What mlflow.keras.log_model does, with the run named instead of made active: no
+        # fluent start/end round trips per trial, and no process-wide "active run" to leak.
+        info = Model.log(
+            artifact_path=None,
+            name="model",
+            flavor=mlflow.keras,
+            run_id=self.run_id,
+            model=model,
+            signature=signature,
+            pip_requirements=requirements,
         )
         return info.model_uri
 
-    def end(self, status: str = "FINISHED") -> None:
-        """Flush and close with an MLflow status: FINISHED, FAILED or KILLED."""
+    def end(self, status: str = "FINISHED", tags: dict[str, Any] | None = None) -> None:
+        """Write what is buffered (and `tags`) in one batch, then close with an MLflow status:
+        FINISHED, FAILED or KILLED."""
         try:
+            if tags:
+                labels = [RunTag(k, v) for k, v in str_tags(tags).items()]
+                n = BATCH - len(labels)  # MLflow's limit counts metrics and tags together
+                self.client.log_batch(self.run_id, metrics=self._metrics[:n], tags=labels)
+                self._metrics = self._metrics[n:]
             self.flush()
         finally:
             active = mlflow.active_run()
@@ -188,7 +199,7 @@ class NullRun(Run):
     def log_model(self, model: Any, x_example: np.ndarray, requirements: list[str]) -> str:
         return ""
 
-    def end(self, status: str = "FINISHED") -> None: ...
+    def end(self, status: str = "FINISHED", tags: dict[str, Any] | None = None) -> None: ...
 
 
 class Tracker:
@@ -233,14 +244,13 @@ class Tracker:
     def start_run(
         self, name: str, parent_run_id: str | None = None, tags: dict | None = None
     ) -> Run:
-        """Open a run (a child when parent_run_id is given) and make it the active one."""
+        """Open a run (a child when parent_run_id is given); its calls name it by id."""
         if self.experiment_id is None:
             self.setup()
         all_tags = {MLFLOW_RUN_NAME: name, **str_tags(tags)}
         if parent_run_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
         info = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info
-        mlflow.start_run(run_id=info.run_id)
         return Run(self.client, info.run_id)
 
     def create_run(self, name: str, tags: dict | None = None) -> Run:

@@ -85,7 +85,16 @@ def test_unknown_part_is_refused():
 @pytest.mark.slow
 def test_command_runs_the_workers_part_and_writes_the_table(tmp_path: Path):
     out = tmp_path / "bench.md"
-    argv = ["--only", "workers", "--worker-trials", "2", "--worker-epochs", "1"]
+    argv = [
+        "--only",
+        "workers",
+        "--worker-trials",
+        "2",
+        "--worker-epochs",
+        "1",
+        "--worker-repeats",
+        "1",
+    ]
     code = bench.command([*argv, "--set", "experiment=tiny", "--out", str(out)])
     text = out.read_text()
     assert code in (0, 1)  # a verdict, not a crash; timing is not asserted here

@@ -323,6 +323,23 @@ def bench_workers(
     return {"wall": wall, "span": span.total_seconds(), "trials": len(done)}
 
 
+def best_workers(
+    store: Path, repeats: int, args: argparse.Namespace, overrides: Sequence[str]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Rounds of 1 worker then 2 workers; the fastest run of each (a shared machine only ever
+    slows a run down, so the best one is the closest to what the code can do)."""
+    runs: dict[int, list[dict[str, float]]] = {1: [], 2: []}
+    for i in range(repeats):
+        for jobs in (1, 2):
+            where = store / f"round{i}"
+            runs[jobs].append(
+                bench_workers(where, jobs, args.worker_trials, args.worker_epochs, overrides)
+            )
+            say(f"  workers part: round {i}, {jobs} worker(s): {runs[jobs][-1]['span']:.1f} s")
+    one, two = (min(runs[j], key=lambda r: r["span"]) for j in (1, 2))
+    return {**one, "runs": len(runs[1])}, two
+
+
 def workers_section(one: dict[str, float], two: dict[str, float], epochs: int) -> Section:
     rate = {k: 60 * r["trials"] / r["span"] for k, r in (("1", one), ("2", two))}
     wall_rate = {k: 60 * r["trials"] / r["wall"] for k, r in (("1", one), ("2", two))}
@@ -340,6 +357,7 @@ def workers_section(one: dict[str, float], two: dict[str, float], epochs: int) -
             f"{wall_rate['2'] / wall_rate['1']:.2f}x"),
     ]  # fmt: skip
     sec.notes.append(
+        f"best of {int(one.get('runs', 1))} runs each, alternating 1 and 2 workers. "
         "trials/min = trials / (last trial's end - first trial's start) from the Optuna study; "
         "the wall clock adds Python, TensorFlow and MLflow start-up, paid once per process "
         "(the parent, then each spawned worker)."
@@ -431,9 +449,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=5, help="seeds for the fit part (default 5)")
     p.add_argument("--epochs", type=int, default=50, help="epochs in the fit part (default 50)")
     p.add_argument("--no-xla", action="store_true", help="skip the XLA row of the fit part")
-    p.add_argument("--trial-trials", type=int, default=6, help="trials per mode in part 2")
+    p.add_argument("--trial-trials", type=int, default=8, help="trials per mode in part 2")
     p.add_argument("--worker-trials", type=int, default=12, help="study size in part 3")
     p.add_argument("--worker-epochs", type=int, default=50, help="epochs per trial in part 3")
+    p.add_argument(
+        "--worker-repeats", type=int, default=2, help="1-then-2-worker rounds, best kept"
+    )
     p.add_argument("--memory-trials", type=int, default=30, help="trials in part 4")
     p.add_argument("--memory-epochs", type=int, default=10, help="epochs per trial in part 4")
     p.add_argument("--out", default=str(ROOT / "bench-output" / "bench.md"), help="table file")
@@ -460,8 +481,7 @@ def run_parts(args: argparse.Namespace, store: Path) -> list[Section]:
         sections.append(trial_section(bench_trial(store / "trial", args.trial_trials, args.set)))
     if "workers" in args.parts:
         say("workers part: 1 worker, then 2 workers ...")
-        one = bench_workers(store, 1, args.worker_trials, args.worker_epochs, args.set)
-        two = bench_workers(store, 2, args.worker_trials, args.worker_epochs, args.set)
+        one, two = best_workers(store, args.worker_repeats, args, args.set)
         sections.append(workers_section(one, two, args.worker_epochs))
     if "memory" in args.parts:
         say("memory part: a worker's RSS over a study ...")

@@ -200,11 +200,12 @@ def bench_trial(store: Path, measured: int, overrides: Sequence[str] = ()) -> di
     One warm-up trial each, then blocks of `measured // 2` trials per mode, twice (A B A B), each
     block timed until its last artifact is written; the difference is what tracking adds.
     """
-    from sweep.tracking import write_in_background
+    from sweep.tracking import warm_up, write_in_background
 
     sweeps = {m: _trial_sweep(store / m, m, measured, overrides) for m in ("mlflow", "none")}
     walls, ids, block = {"mlflow": 0.0, "none": 0.0}, [], max(1, measured // 2)
-    write_in_background(True)  # as `run_worker` does
+    warm_up()  # as `run_worker` does
+    write_in_background(True)
     try:
         first = _timed_trials(sweeps["mlflow"], 1)
         _timed_trials(sweeps["none"], 1)

@@ -40,6 +40,7 @@ from sweep.tracking import (
     check_reachable,
     enable_wal,
     make_tracker,
+    warm_up,
     write_in_background,
 )
 
@@ -333,6 +334,8 @@ def run_worker(sweep: Sweep, prefix: str = "") -> int:
     before this returns.
     """
     ran = 0
+    if sweep.tracker.enabled and sweep.cfg.tracking.log_model:
+        warm_up()
     write_in_background(True)
     try:
         while (trial := next_trial(sweep)) is not None:

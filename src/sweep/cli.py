@@ -7,6 +7,7 @@ config mistake comes back in about a second as one line.
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import signal
@@ -219,62 +220,29 @@ def run_report(cfg: DictConfig, overrides: Sequence[str]) -> int:
 # Commands that compose conf/ with Hydra: task(cfg, overrides) -> exit code.
 COMMANDS: dict[str, Callable[[DictConfig, list[str]], int | None]] = {
     "baseline": run_baseline,
-    "train": run_baseline,
     "sweep": run_sweep,
     "worker": run_join,
     "report": run_report,
 }
 
 
-def run_server(argv: list[str]) -> int:
-    """`python -m sweep server`: an MLflow tracking server for workers on many machines."""
-    from sweep.server import serve
+def lazy(module: str, function: str) -> Callable[[list[str]], int]:
+    """A plain command whose module (MLflow, TensorFlow...) is imported only when it runs."""
 
-    return serve(argv)
+    def command(argv: list[str]) -> int:
+        return getattr(importlib.import_module(f"sweep.{module}"), function)(argv)
 
-
-def run_rerun(argv: list[str]) -> int:
-    """`python -m sweep rerun RUN_ID`: a past run again from its MLflow record alone."""
-    from sweep.replay import rerun_command
-
-    return rerun_command(argv)
-
-
-def run_robust(argv: list[str]) -> int:
-    """`python -m sweep robust STUDY`: the study's best trials again with new seeds."""
-    from sweep.replay import robust_command
-
-    return robust_command(argv)
-
-
-def run_predict(argv: list[str]) -> int:
-    """`python -m sweep predict`: the registered champion's predictions beside sin(x)."""
-    from sweep.registry import command
-
-    return command(argv)
-
-
-def run_ui(argv: list[str]) -> int:
-    """`python -m sweep ui`: `mlflow server` over the project's store, runs table address."""
-    from sweep.ui import command
-
-    return command(argv)
-
-
-def run_bench(argv: list[str]) -> int:
-    """`python -m sweep bench`: the speed targets measured on this machine, as a table."""
-    from sweep.bench import command
-
-    return command(argv)
+    command.__doc__ = f"`python -m sweep`: sweep.{module}.{function}(argv)"
+    return command
 
 
 # Commands that do not compose conf/ (they read a past run's record, or serve a store):
 # command(argv) -> exit code, with their own argparse.
 PLAIN_COMMANDS: dict[str, Callable[[list[str]], int]] = {
-    "server": run_server,
-    "rerun": run_rerun,
-    "robust": run_robust,
-    "ui": run_ui,
-    "bench": run_bench,
-    "predict": run_predict,
+    "server": lazy("server", "serve"),  # an MLflow tracking server for many machines
+    "rerun": lazy("replay", "rerun_command"),  # a past run again from its MLflow record alone
+    "robust": lazy("replay", "robust_command"),  # a study's best trials again with new seeds
+    "ui": lazy("ui", "command"),  # mlflow ui over the project's store
+    "bench": lazy("bench", "command"),  # the speed targets measured on this machine
+    "predict": lazy("registry", "command"),  # the registered champion beside sin(x)
 }

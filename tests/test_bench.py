@@ -13,16 +13,6 @@ import pytest
 from sweep import bench
 
 TINY = ("experiment=tiny",)
-# Notes study.py silences at import, which pytest's per-test filters undo after the first test,
-# and MLflow's own import of mlflow.pyfunc (the first model logged in a process).
-pytestmark = [
-    pytest.mark.filterwarnings(
-        "ignore:.*(fail_stale_trials|heartbeat_interval|RetryHeartbeatStaleTrialCallback)"
-        ":optuna.exceptions.ExperimentalWarning"
-    ),
-    pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with"),
-    pytest.mark.filterwarnings("ignore:.*Any type hint is inferred as AnyType:UserWarning"),
-]
 
 
 def test_fit_part_times_model_fit_and_our_loop_seed_by_seed(tmp_path: Path):

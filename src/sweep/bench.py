@@ -243,14 +243,15 @@ def _trial_sweep(store: Path, tracking: str, measured: int, overrides: Sequence[
 
 def _timed_trials(sweep: Any, n: int) -> tuple[float, list[str]]:
     """Seconds for `n` trials until their artifacts are written, and their MLflow run ids."""
-    from sweep import study as st
+    from sweep import worker
+    from sweep.study import RUN_ATTR
     from sweep.tracking import drain
 
     start, ids = time.perf_counter(), []
     for _ in range(n):
-        trial = st.next_trial(sweep)
-        st.run_trial(sweep, trial)
-        ids += [trial.user_attrs.get(st.RUN_ATTR)]
+        trial = worker.next_trial(sweep)
+        worker.run_trial(sweep, trial)
+        ids += [trial.user_attrs.get(RUN_ATTR)]
     drain()
     return time.perf_counter() - start, ids
 
@@ -378,6 +379,7 @@ def memory_worker(
 ) -> list[dict[str, float]]:
     """In a fresh process: a real study's trials one after another, memory after each."""
     from sweep import study as st
+    from sweep import worker
     from sweep.tracking import drain, write_in_background
 
     cfg = compose_cfg(
@@ -387,8 +389,8 @@ def memory_worker(
     samples = [{"trial": 0, **memory_mb()}]
     write_in_background(True)  # as `run_worker` does
     try:
-        while (trial := st.next_trial(sweep)) is not None:
-            st.run_trial(sweep, trial, prefix="  memory part: ")
+        while (trial := worker.next_trial(sweep)) is not None:
+            worker.run_trial(sweep, trial, prefix="  memory part: ")
             drain()
             samples.append({"trial": len(samples), **memory_mb()})
     finally:

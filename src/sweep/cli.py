@@ -101,7 +101,9 @@ def run_baseline(cfg: DictConfig, overrides: Sequence[str]) -> int:
 def run_sweep(cfg: DictConfig, overrides: Sequence[str]) -> int:
     """Create or resume the study, run `search.jobs` workers on it, print and log the summary."""
     from sweep import console
-    from sweep.study import open_sweep, run_worker, summarize, summary_text
+    from sweep.study import open_sweep
+    from sweep.summary import summarize, summary_text
+    from sweep.worker import run_worker
 
     sweep = open_sweep(cfg, overrides)
     _announce(sweep)
@@ -123,7 +125,8 @@ def run_sweep(cfg: DictConfig, overrides: Sequence[str]) -> int:
 def _stopped(sweep: Any, why: str) -> None:
     """Say where an unfinished study stands and how to continue it; mark its parent run."""
     from sweep import console
-    from sweep.study import counts, summarize, summary_text
+    from sweep.study import counts
+    from sweep.summary import summarize, summary_text
 
     console.say(summary_text(summarize(sweep)))
     if sweep.parent_run_id:
@@ -138,7 +141,9 @@ def _stopped(sweep: Any, why: str) -> None:
 def run_join(cfg: DictConfig, overrides: Sequence[str]) -> int:
     """A worker that joins (or starts) the study on a shared storage and runs trials until done."""
     from sweep import console
-    from sweep.study import open_sweep, run_worker, summarize, summary_text
+    from sweep.study import open_sweep
+    from sweep.summary import summarize, summary_text
+    from sweep.worker import run_worker
 
     sweep = open_sweep(cfg, overrides)
     _announce(sweep)
@@ -189,7 +194,8 @@ def _run_processes(cfg: DictConfig, overrides: Sequence[str], jobs: int) -> None
 
 def _worker_process(data: dict, overrides: list[str], index: int, jobs: int) -> None:
     """Entry of one spawned worker: pinned to its cores, its own TensorFlow threads."""
-    from sweep.study import open_sweep, pin_worker, run_worker
+    from sweep.study import open_sweep
+    from sweep.worker import pin_worker, run_worker
 
     interrupt.install()
     cfg = OmegaConf.create(data)

@@ -1,0 +1,88 @@
+"""The sweep's summary on its parent run: best trial, history, importances, the champion."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from sweep import console, plots
+from sweep.registry import register_champion
+from sweep.study import FINISHED, RUN_ATTR, Sweep, best_trial, counts
+
+
+def summarize(sweep: Sweep) -> dict[str, Any]:
+    """Best trial and params, history and importance plots on the parent run; close it if done."""
+    study = sweep.study
+    best = best_trial(study)
+    trials = study.get_trials(deepcopy=False)
+    states = {s.name: sum(t.state == s for t in trials) for s in TrialState}
+    summary = {
+        "study": study.study_name,
+        "n_trials": sweep.cfg.search.n_trials,
+        "states": {k: v for k, v in states.items() if v},
+        "best_trial": best.number if best else None,
+        "best_val_mse": best.value if best else None,
+        "best_params": best.params if best else None,
+        "best_run_id": best.user_attrs.get(RUN_ATTR) if best else None,
+    }
+    if sweep.parent_run_id is None:
+        return summary
+    parent = sweep.tracker.open_run(sweep.parent_run_id)
+    parent.log_json(summary, "summary.json")
+    tags = {"best_trial": summary["best_trial"], "best_run_id": summary["best_run_id"] or ""}
+    tags.update({f"best.{k}": v for k, v in (summary["best_params"] or {}).items()})
+    parent.set_tags(tags)
+    if best:
+        parent.log_metrics(
+            {"best_val_loss": best.value, "n_finished": states["COMPLETE"] + states["PRUNED"]},
+            step=len(trials),
+        )
+        parent.flush()
+    _summary_plots(parent, study)
+    register_champion(sweep.cfg, summary)
+    done, running = counts(study)
+    if done >= sweep.cfg.search.n_trials and not running:
+        parent.end("FINISHED")
+    return summary
+
+
+def _summary_plots(parent: Any, study: optuna.Study) -> None:
+    finished = [
+        t
+        for t in study.get_trials(deepcopy=False, states=FINISHED)
+        if t.value is not None or t.intermediate_values
+    ]
+    if not finished:
+        return
+    values = [
+        t.value if t.value is not None else list(t.intermediate_values.values())[-1]
+        for t in finished
+    ]
+    fig = plots.history_figure(
+        [t.number for t in finished], values, [t.state.name for t in finished]
+    )
+    parent.log_figure(fig, "plots/optimization_history.png")
+    plots.close(fig)
+    if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) >= 3:
+        try:
+            importances = optuna.importance.get_param_importances(study)
+        except (RuntimeError, ValueError):
+            return
+        parent.log_json(importances, "param_importances.json")
+        fig = plots.importance_figure(importances)
+        parent.log_figure(fig, "plots/param_importances.png")
+        plots.close(fig)
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """The closing lines of a sweep: where it stands and the best trial."""
+    lines = [f"study {summary['study']}: {json.dumps(summary['states'])}"]
+    if summary["best_trial"] is not None:
+        lines.append(
+            f"best: trial {summary['best_trial']}  val_mse={summary['best_val_mse']:.3e}  "
+            f"{console.fmt_params(summary['best_params'])}  run {summary['best_run_id'] or '-'}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,245 @@
+"""The worker loop: ask for trials while the study needs them, run each as an MLflow child run.
+
+A worker asks for a trial only while finished + running trials are below `search.n_trials`, so
+any number of workers (processes here, or machines on a shared storage) end on exactly that many
+finished trials; heartbeats let a dead worker's trial be failed and its slot given back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+import time
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from sweep import console, interrupt
+from sweep.config import SweepError, first_line
+from sweep.search import apply_params
+from sweep.study import MLFLOW_STATUS, RUN_ATTR, Sweep, best_trial, counts
+from sweep.tracking import warm_up, write_in_background
+
+
+def next_trial(sweep: Sweep, poll: float = 1.0) -> optuna.Trial | None:
+    """Ask for a trial while the target is not met; None once it is. Waits while others finish."""
+    target = sweep.cfg.search.n_trials
+    waiting_said = False
+    while True:
+        interrupt.check()
+        optuna.storages.fail_stale_trials(sweep.study)
+        done, running = counts(sweep.study)
+        if done >= target:
+            return None
+        check_failures(sweep)
+        if done + len(running) < target:
+            trial = sweep.study.ask(sweep.space)
+            # At once: a worker killed before its first beat would leave a trial never stale.
+            beat(sweep.study, trial)
+            done, running = counts(sweep.study)
+            if trial.number in running[: max(target - done, 0)]:
+                return trial
+            # Another worker asked at the same moment and the quota is full: give this one back.
+            trial.set_user_attr("fail_reason", "surplus: the target was reached by other workers")
+            sweep.study.tell(trial, state=TrialState.FAIL)
+        elif not waiting_said:
+            console.say(f"waiting for {len(running)} running trial(s) to finish or go stale")
+            waiting_said = True
+        time.sleep(poll)
+
+
+def check_failures(sweep: Sweep) -> None:
+    """Stop a sweep whose trials keep failing instead of asking for new ones forever."""
+    limit = sweep.cfg.search.max_failed_trials
+    failed = [
+        t
+        for t in sweep.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        if not str(t.user_attrs.get("fail_reason", "")).startswith(("surplus", "interrupted"))
+    ]
+    if limit and len(failed) >= limit:
+        last = failed[-1].user_attrs.get("fail_reason", "no reason recorded")
+        raise SweepError(
+            f"study {sweep.study.study_name!r} has {len(failed)} failed trials "
+            f"(search.max_failed_trials={limit}); last: {last}"
+        )
+
+
+def run_worker(sweep: Sweep, prefix: str = "") -> int:
+    """Run trials until the study has `search.n_trials` finished ones; returns trials run here.
+
+    Plots are written on a background thread while the next trial trains; all are on disk
+    before this returns.
+    """
+    ran = 0
+    if sweep.tracker.enabled and sweep.cfg.tracking.log_model:
+        warm_up()
+    write_in_background(True)
+    try:
+        while (trial := next_trial(sweep)) is not None:
+            run_trial(sweep, trial, prefix)
+            ran += 1
+    finally:
+        write_in_background(False)
+    return ran
+
+
+def run_trial(sweep: Sweep, trial: optuna.Trial, prefix: str = "") -> TrialState:
+    """One trial as one MLflow child run; pruned, diverged and interrupted trials are marked."""
+    from sweep.pipeline import execute
+    from sweep.training import Diverged
+
+    start = time.perf_counter()
+    cfg = apply_params(sweep.cfg, trial.params)
+    tags = {
+        "sweep.study_name": sweep.study.study_name,
+        "sweep.trial": trial.number,
+        "sweep.kind": "trial",
+    }
+    if trial.user_attrs.get("baseline"):
+        tags["sweep.baseline"] = "true"
+    run = sweep.tracker.start_run(f"trial-{trial.number}", sweep.parent_run_id, tags)
+    if run.run_id:
+        trial.set_user_attr(RUN_ATTR, run.run_id)
+    hooks = [
+        console.epoch_counter(f"trial {trial.number}", cfg.trainer.epochs),
+        interrupt.check,
+        pruning_hook(trial),
+    ]
+    state, value, reason = TrialState.COMPLETE, None, None
+    with heartbeat(sweep.study, trial):
+        try:
+            result = execute(cfg, run, sweep.overrides, hooks)
+            value = result.val_mse
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except Diverged as exc:
+            state, reason = TrialState.FAIL, str(exc)
+        except KeyboardInterrupt:
+            _close(sweep, trial, run, TrialState.FAIL, None, "interrupted", mlflow_status="KILLED")
+            retry_later(sweep.study, trial)
+            raise
+        except BaseException as exc:
+            _close(sweep, trial, run, TrialState.FAIL, None, first_line(exc))
+            raise
+    _close(sweep, trial, run, state, value, reason)
+    _report(sweep, trial, state, value, time.perf_counter() - start, run.run_id, prefix, reason)
+    return state
+
+
+def _close(
+    sweep: Sweep,
+    trial: optuna.Trial,
+    run: Any,
+    state: TrialState,
+    value: float | None,
+    reason: str | None,
+    mlflow_status: str | None = None,
+) -> None:
+    """Mark the trial in Optuna and its run in MLflow with the same outcome."""
+    mlflow_status = mlflow_status or MLFLOW_STATUS.get(state, "FAILED")
+    tags = {"sweep.state": state.name}
+    if reason:
+        tags["fail_reason"] = reason
+        trial.set_user_attr("fail_reason", reason)
+    try:
+        run.end(mlflow_status, tags)  # the state tags ride with the last metrics: one write
+    finally:
+        if state == TrialState.COMPLETE:
+            sweep.study.tell(trial, value)
+        else:
+            sweep.study.tell(trial, state=state)
+
+
+def _report(
+    sweep: Sweep,
+    trial: optuna.Trial,
+    state: TrialState,
+    value: float | None,
+    seconds: float,
+    run_id: str | None,
+    prefix: str,
+    reason: str | None = None,
+) -> None:
+    done, _ = counts(sweep.study)
+    best = best_trial(sweep.study)
+    line = console.trial_line(
+        done,
+        sweep.cfg.search.n_trials,
+        trial.number,
+        state.name,
+        value,
+        (best.number, best.value) if best else None,
+        trial.params,
+        seconds,
+        run_id,
+        reason,
+    )
+    console.say(line, prefix)
+
+
+def retry_later(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Enqueue an interrupted trial's parameters, so a resumed study still evaluates them."""
+    attrs = {k: v for k, v in trial.user_attrs.items() if k == "baseline"}
+    study.enqueue_trial(trial.params, user_attrs={**attrs, "retry_of": trial.number})
+
+
+def pruning_hook(trial: optuna.Trial):  # noqa: ANN201
+    """Report validation loss each epoch; raise TrialPruned when the pruner says so."""
+
+    def hook(log: Any) -> None:
+        if math.isfinite(log.val_loss):
+            trial.report(log.val_loss, log.epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {log.epoch}")
+
+    return hook
+
+
+def heartbeat_interval(study: optuna.Study) -> int:
+    """Seconds between heartbeats of this study's storage; 0 when it keeps none."""
+    storage = study._storage
+    return (storage.get_heartbeat_interval() or 0) if hasattr(storage, "record_heartbeat") else 0
+
+
+def beat(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Record one heartbeat for a running trial, if the storage keeps them."""
+    if heartbeat_interval(study):
+        study._storage.record_heartbeat(trial._trial_id)
+
+
+class heartbeat:  # noqa: N801 - used as a context manager, reads like one
+    """Record the trial's heartbeat from a thread while it runs (ask/tell has no built-in one)."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        self.storage = study._storage
+        self.trial_id = trial._trial_id
+        self.interval = heartbeat_interval(study)
+        self.stop = threading.Event()
+
+    def __enter__(self) -> heartbeat:
+        if self.interval:
+            self.storage.record_heartbeat(self.trial_id)
+            threading.Thread(target=self._beat, daemon=True).start()
+        return self
+
+    def _beat(self) -> None:
+        while not self.stop.wait(self.interval):
+            with contextlib.suppress(Exception):  # a missed beat is retried next interval
+                self.storage.record_heartbeat(self.trial_id)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+
+
+def pin_worker(index: int, jobs: int) -> int | None:
+    """Pin this process to its share of the cores; returns TensorFlow's thread count."""
+    cores = sorted(os.sched_getaffinity(0))
+    if jobs <= 1 or len(cores) < 2:
+        return None
+    share = max(1, len(cores) // jobs)
+    mine = {cores[(index * share + i) % len(cores)] for i in range(share)}
+    os.sched_setaffinity(0, mine)
+    return share

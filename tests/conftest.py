@@ -54,18 +54,25 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def run_cli(
-    *args: str, store: Path, env: dict[str, str] | None = None, timeout: float = 600
+def sweep_cmd(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600, cwd: Path = ROOT
 ) -> subprocess.CompletedProcess:
-    """`python -m sweep <args> paths.store=<store>` as a user would run it."""
+    """`python -m sweep <args>` as a user would run it, output captured."""
     return subprocess.run(
-        [sys.executable, "-m", "sweep", *args, f"paths.store={store}"],
-        cwd=ROOT,
+        [sys.executable, "-m", "sweep", *args],
+        cwd=cwd,
         env=env or clean_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def run_cli(
+    *args: str, store: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """`python -m sweep <args> paths.store=<store>`: a Hydra command on a store of the test's."""
+    return sweep_cmd(*args, f"paths.store={store}", env=env, timeout=timeout)
 
 
 @pytest.fixture(scope="session")

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from pathlib import Path
 
 import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from sweep.config import ConfigError, flatten, mask_url, prepare
-from tests.conftest import ROOT, clean_env
+from sweep.config import (
+    ConfigError,
+    existing_store,
+    flatten,
+    mask_url,
+    prepare,
+    store_location,
+)
+from tests.conftest import sweep_cmd
 
 
 def test_defaults_reproduce_the_tutorial(compose_cfg):
@@ -60,14 +66,7 @@ def test_any_value_overrides_from_the_command_line(compose_cfg):
 
 
 def test_cfg_job_prints_the_composed_config(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "sweep", "sweep", "model.width=33", "--cfg", "job"],
-        cwd=ROOT,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = sweep_cmd("sweep", "model.width=33", "--cfg", "job", timeout=120)
     assert out.returncode == 0, out.stderr
     printed = yaml.safe_load(out.stdout)
     assert printed["model"]["width"] == 33
@@ -83,3 +82,17 @@ def test_flatten_masks_passwords():
 def test_bad_value_is_a_config_error(compose_cfg):
     with pytest.raises(ConfigError, match="model.activation='swishy' is not one of"):
         prepare(compose_cfg("model.activation=swishy"))
+
+
+def test_plain_commands_find_the_store_flag_then_env_then_mlruns(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert store_location().uri == f"sqlite:///{Path('mlruns').resolve()}/mlflow.db"
+    with pytest.raises(ConfigError, match="no MLflow store at"):
+        existing_store(tmp_path / "absent")
+    assert not (tmp_path / "absent").exists()  # nothing created by looking
+    (tmp_path / "mlflow.db").touch()
+    assert existing_store(tmp_path).uri == f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    assert existing_store().uri == "http://127.0.0.1:1"  # the env var, as in conf/tracking
+    assert existing_store(tmp_path).uri.startswith("sqlite:")  # an explicit folder wins
+    assert existing_store(tmp_path, "https://example.org").uri == "https://example.org"

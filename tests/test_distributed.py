@@ -23,7 +23,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT, clean_env
+from tests.conftest import ROOT, clean_env, sweep_cmd
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 N_TRIALS = 6
@@ -287,13 +287,14 @@ def test_server_keeps_the_password_off_command_lines_and_hosts_checked(pg, serve
 
 
 def test_server_refuses_to_switch_protections_off(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "sweep", "server", "--backend-store-uri", "sqlite:///x.db"]
-        + ["--allowed-hosts", "*", "--artifacts-destination", str(tmp_path / "a")],
-        cwd=ROOT,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
+    out = sweep_cmd(
+        "server",
+        "--backend-store-uri",
+        "sqlite:///x.db",
+        "--allowed-hosts",
+        "*",
+        "--artifacts-destination",
+        str(tmp_path / "a"),
         timeout=60,
     )
     assert out.returncode == 2
@@ -302,14 +303,7 @@ def test_server_refuses_to_switch_protections_off(tmp_path):
 
 def test_server_without_a_database_says_how_to_make_one(tmp_path):
     env = {k: v for k, v in clean_env().items() if k != "SWEEP_TRACKING_DB"}
-    out = subprocess.run(
-        [sys.executable, "-m", "sweep", "server"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = sweep_cmd("server", env=env, timeout=60)
     assert out.returncode == 2
     assert "createdb" in out.stderr and "SWEEP_TRACKING_DB" in out.stderr
 
@@ -317,13 +311,13 @@ def test_server_without_a_database_says_how_to_make_one(tmp_path):
 @pytest.mark.slow
 def test_server_on_a_missing_database_fails_in_one_masked_line(pg, tmp_path):
     url = pg.url("mlflow").replace("_mlflow", "_absent")
-    out = subprocess.run(
-        [sys.executable, "-m", "sweep", "server", "--port", str(_free_port())]
-        + ["--artifacts-destination", str(tmp_path / "a")],
-        cwd=ROOT,
+    out = sweep_cmd(
+        "server",
+        "--port",
+        str(_free_port()),
+        "--artifacts-destination",
+        str(tmp_path / "a"),
         env={**clean_env(), "SWEEP_TRACKING_DB": url},
-        capture_output=True,
-        text=True,
         timeout=60,
     )
     assert out.returncode == 2, out.stderr

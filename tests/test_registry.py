@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -16,18 +15,11 @@ from mlflow.tracking import MlflowClient
 
 from sweep.data import make_dataset
 from sweep.registry import prediction_table
-from tests.conftest import ROOT, clean_env
+from tests.conftest import sweep_cmd
 
 
 def predict_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "sweep", "predict", *args],
-        cwd=ROOT,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return sweep_cmd("predict", *args, timeout=300)
 
 
 def test_prediction_table_shows_error_against_sin():

@@ -7,7 +7,6 @@ import math
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -15,7 +14,6 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from sweep.config import ConfigError
 from sweep.replay import (
     LOOSE_TOLERANCE,
     Robustness,
@@ -25,11 +23,10 @@ from sweep.replay import (
     environment_differences,
     ranking_holds,
     rerun_command,
-    resolve_store,
     robust_command,
     robustness_rows,
 )
-from tests.conftest import ROOT, clean_env, run_cli
+from tests.conftest import ROOT, clean_env, run_cli, sweep_cmd
 
 SAME_ENV = {
     "versions": {"python": "3.11.7", "tensorflow": "2.21.0", "numpy": "2.4.6"},
@@ -107,32 +104,7 @@ def test_robustness_table_ranks_by_mean():
     assert ranking_holds(robustness_rows(results[1:]))
 
 
-def test_store_resolution(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    with pytest.raises(ConfigError, match="no MLflow store at"):
-        resolve_store(store=str(tmp_path / "absent"))
-    assert not (tmp_path / "absent").exists()  # nothing created by looking
-    (tmp_path / "mlflow.db").touch()
-    assert resolve_store(store=str(tmp_path)).uri == f"sqlite:///{tmp_path}/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
-    assert resolve_store().uri == "http://127.0.0.1:1"  # the env var, as in conf/tracking
-    assert resolve_store(store=str(tmp_path)).uri.startswith("sqlite:")  # explicit wins
-    assert resolve_store("https://example.org", str(tmp_path)).uri == "https://example.org"
-
-
 # --------------------------------------------------------------------------- end to end
-
-
-def sweep_cmd(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m sweep <plain command> ...` as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "sweep", *args],
-        cwd=cwd,
-        env=env or clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def all_runs(store: Path) -> list:

@@ -23,7 +23,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sweep import ui
-from tests.conftest import ROOT, clean_env
+from tests.conftest import ROOT, clean_env, sweep_cmd
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 FLAGS = (
@@ -97,23 +97,8 @@ def test_views_show_swept_params_and_sort_best_view_by_val_mse():
     assert scatter["xaxis"]["key"] == "optimizer.lr" and scatter["yaxis"]["key"] == "val_mse"
 
 
-def test_store_flag_wins_over_env_which_wins_over_default(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
-    assert ui.store_uri(None)[0] == "http://127.0.0.1:5999"
-    assert ui.store_uri(tmp_path)[0] == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
-    monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    assert ui.store_uri(None)[0] == f"sqlite:///{Path('mlruns').resolve()}/mlflow.db"
-
-
 def test_ui_without_a_store_says_so_in_one_line(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "sweep", "ui", "--store", str(tmp_path / "none")],
-        cwd=ROOT,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = sweep_cmd("ui", "--store", str(tmp_path / "none"), timeout=60)
     assert out.returncode == 2
     assert out.stderr.strip().startswith("error: no MLflow store at")
     assert len(out.stderr.strip().splitlines()) == 1

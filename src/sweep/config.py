@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -162,6 +163,39 @@ URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
 def mask_text(value: Any) -> str:
     """Text with every URL's password replaced by ***: configs, overrides, commands, tracebacks."""
     return URL.sub(lambda m: mask_url(m.group()), str(value))
+
+
+@dataclass(frozen=True)
+class Store:
+    """The tracking store a command that does not compose conf/ reads and writes."""
+
+    uri: str
+    folder: Path
+
+    @property
+    def artifact_root(self) -> str:
+        return str(self.folder / "artifacts")
+
+
+def store_location(store: str | Path | None = None, tracking_uri: str | None = None) -> Store:
+    """--tracking-uri, else --store DIR, else MLFLOW_TRACKING_URI, else sqlite under ./mlruns."""
+    folder = Path(store or "mlruns").expanduser().resolve()
+    uri = tracking_uri
+    if uri is None and store is None:
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+    return Store(uri or f"sqlite:///{folder}/mlflow.db", folder)
+
+
+def existing_store(store: str | Path | None = None, tracking_uri: str | None = None) -> Store:
+    """store_location, refused in one line when it names a local store that was never made."""
+    found = store_location(store, tracking_uri)
+    if found.uri.startswith("sqlite:") and not Path(sqlite_path(found.uri)).is_file():
+        raise ConfigError(
+            f"no MLflow store at {sqlite_path(found.uri) or found.uri}; run `make sweep` first, "
+            "or pass --store DIR or --tracking-uri URI"
+        )
+    check_url("--tracking-uri", found.uri, TRACKING_SCHEMES)
+    return found
 
 
 def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, str]:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from sweep import console
+from sweep.config import ConfigError, existing_store
 from sweep.tracking import MlflowClient, MlflowException
 
 ALIAS = "champion"
@@ -134,13 +135,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def command(argv: list[str]) -> int:
     """`python -m sweep predict`: the champion's predictions beside sin(x)."""
-    from sweep.ui import check_store, store_uri
-
     args = parse_args(argv)
-    uri, _ = store_uri(args.store)
-    problem = check_store(uri)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
+    try:
+        uri = existing_store(args.store).uri
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         model, mv = load_champion(uri, args.model, args.alias)

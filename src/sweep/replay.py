@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.config import ConfigError, check_url, first_line, mask_url, sqlite_path
+from sweep.config import ConfigError, Store, existing_store, first_line, mask_url, sqlite_path
 
 EXIT_SAME, EXIT_DIFFERS, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Relative tolerance used by default when the rerun's environment differs from the original's.
@@ -52,33 +52,6 @@ REQUIRED_KEYS = (
 
 
 # --------------------------------------------------------------------------- stores and records
-
-
-@dataclass(frozen=True)
-class Store:
-    """Today's tracking store: where new runs go and where the original is looked up."""
-
-    uri: str
-    folder: Path
-
-    @property
-    def artifact_root(self) -> str:
-        return str(self.folder / "artifacts")
-
-
-def resolve_store(tracking_uri: str | None = None, store: str | None = None) -> Store:
-    """--tracking-uri, else --store, else MLFLOW_TRACKING_URI, else sqlite under ./mlruns."""
-    folder = Path(store or DEFAULT_STORE).expanduser().resolve()
-    uri = tracking_uri
-    if uri is None and store is None:
-        uri = os.environ.get("MLFLOW_TRACKING_URI")
-    uri = uri or f"sqlite:///{folder}/mlflow.db"
-    if uri.startswith("sqlite:") and not Path(sqlite_path(uri)).is_file():
-        raise ConfigError(
-            f"no MLflow store at {sqlite_path(uri) or uri}; pass --store DIR or --tracking-uri URI"
-        )
-    check_url("--tracking-uri", uri, ("sqlite", "http", "https", "postgresql", "file"))
-    return Store(uri, folder)
 
 
 @dataclass
@@ -723,7 +696,7 @@ def rerun_command(argv: list[str]) -> int:
         parser.error("--tolerance must be >= 0")
     return _guarded(
         lambda: rerun(
-            args.run_id.strip(), resolve_store(args.tracking_uri, args.store), args.tolerance
+            args.run_id.strip(), existing_store(args.store, args.tracking_uri), args.tolerance
         )
     )
 
@@ -746,7 +719,7 @@ def robust_command(argv: list[str]) -> int:
         parser.error("--top and --seeds must be positive")
 
     def work() -> int:
-        store = resolve_store(args.tracking_uri, args.store)
+        store = existing_store(args.store, args.tracking_uri)
         storage = args.storage or f"sqlite:///{store.folder}/optuna.db"
         return robust(args.study, storage, store, args.top, args.seeds)
 

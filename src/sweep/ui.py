@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from sweep.config import ConfigError, existing_store
+
 VIEW_NESTED = "sweep"
 VIEW_BEST = "sweep-by-val-mse"
 SHARE_TAG = "mlflow.sharedViewState."
@@ -52,15 +54,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     return p.parse_args(argv)
-
-
-def store_uri(store: Path | None) -> tuple[str, Path]:
-    """Tracking URI and artifact folder: --store wins, then MLFLOW_TRACKING_URI, then mlruns/."""
-    env_uri = os.environ.get("MLFLOW_TRACKING_URI")
-    folder = (store or Path("mlruns")).expanduser().resolve()
-    if store is None and env_uri:
-        return env_uri, folder
-    return f"sqlite:///{folder}/mlflow.db", folder
 
 
 def base_url(host: str, port: int) -> str:
@@ -233,23 +226,15 @@ def addresses(client: Any, base: str) -> list[str]:
     return lines or [f"no runs yet: open {base}/#/experiments after `make sweep`"]
 
 
-def check_store(uri: str) -> str | None:
-    """A one-line problem with the store, or None when it can be served."""
-    if uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///") :])
-        if not path.is_file():
-            return f"no MLflow store at {path}; run `make sweep` first or pass --store DIR"
-    return None
-
-
 def command(argv: list[str]) -> int:
     """Serve the store until Ctrl-C; a tracking server URI is not served again, only linked."""
     args = parse_args(argv)
-    uri, folder = store_uri(args.store)
-    problem = check_store(uri)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
+    try:
+        store = existing_store(args.store)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
+    uri, folder = store.uri, store.folder
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)

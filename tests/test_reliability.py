@@ -32,13 +32,16 @@ def _runs(store: Path) -> list:
     return client.search_runs([exp.experiment_id], max_results=1000) if exp else []
 
 
-def _popen(store: Path, *args: str) -> subprocess.Popen:
+def _popen(
+    store: Path, *args: str, command: str = "sweep", merge: bool = False
+) -> subprocess.Popen:
+    """`python -m sweep <command> <args>` started in the background, as a user's shell would."""
     return subprocess.Popen(
-        [sys.executable, "-m", "sweep", "sweep", *args, f"paths.store={store}"],
+        [sys.executable, "-m", "sweep", command, *args, f"paths.store={store}"],
         cwd=ROOT,
         env=clean_env(),
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge else subprocess.PIPE,
         text=True,
     )
 
@@ -277,17 +280,7 @@ def test_three_workers_on_the_embedded_store_finish_exactly(tmp_path):
         "search.n_trials=12",
         "search.space.optimizer.lr='tag(log, interval(0.001, 0.05))'",
     ]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "sweep", "worker", *args, f"paths.store={tmp_path}"],
-            cwd=ROOT,
-            env=clean_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for _ in range(3)
-    ]
+    procs = [_popen(tmp_path, *args, command="worker", merge=True) for _ in range(3)]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outputs
     assert not any("database is locked" in o for o in outputs)

@@ -173,12 +173,8 @@ def log_plots(run: Run, cfg: DictConfig, model: Any, result: TrainResult) -> Non
     losses = [h.train_loss for h in result.history], [h.val_loss for h in result.history]
 
     def write() -> None:  # plain arrays only: safe on a worker's background writer
-        fig = plots.prediction_figure(x, {"model": pred}, (lo, hi), title=title)
-        run.log_figure(fig, "plots/prediction.png")
-        plots.close(fig)
-        fig = plots.loss_figure(*losses)
-        run.log_figure(fig, "plots/loss.png")
-        plots.close(fig)
+        for path, png in plots.trial_pngs(x, pred, (lo, hi), title, *losses).items():
+            run.log_bytes(png, path)
 
     run.defer(write, "plots")
 

@@ -134,6 +134,15 @@ class Run:
     def log_figure(self, fig: Any, path: str) -> None:
         self.client.log_figure(self.run_id, fig, path)
 
+    def log_bytes(self, data: bytes, path: str) -> None:
+        """A file's content (e.g. a rendered PNG) as the artifact `path`."""
+        folder, name = os.path.split(path)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, name)
+            with open(local, "wb") as handle:
+                handle.write(data)
+            self.client.log_artifact(self.run_id, local, folder or None)
+
     def defer(self, write: Callable[[], None], what: str) -> None:
         """Call `write` now, or on the background writer once a worker has turned it on."""
         if _writer is None:
@@ -200,6 +209,7 @@ class NullRun(Run):
     def set_tags(self, tags: dict[str, Any]) -> None: ...
     def log_text(self, text: str, path: str) -> None: ...
     def log_figure(self, fig: Any, path: str) -> None: ...
+    def log_bytes(self, data: bytes, path: str) -> None: ...
     def defer(self, write: Callable[[], None], what: str) -> None: ...
     def log_file(self, local_path: str, artifact_dir: str | None = None) -> None: ...
     def log_model(self, model: Any, x_example: np.ndarray, requirements: list[str]) -> str:

@@ -9,7 +9,15 @@ import pytest
 
 from sweep.data import make_dataset
 from sweep.model import build_mlp, build_optimizer
-from sweep.training import Diverged, EpochLog, configure_tensorflow, mse, reset_state, train
+from sweep.training import (
+    Diverged,
+    EpochLog,
+    StopTraining,
+    configure_tensorflow,
+    mse,
+    reset_state,
+    train,
+)
 
 TUTORIAL = make_dataset(-5.0, 5.0, 0.001, 2000, 2000, seed=1234)
 
@@ -54,6 +62,17 @@ def test_hooks_see_every_epoch_and_may_stop_training():
     with pytest.raises(Stop):
         _train(10, hooks=[hook])
     assert [log.epoch for log in seen] == [1, 2, 3]
+
+
+def test_stop_training_from_a_hook_returns_what_was_learned():
+    def prune_at_3(log: EpochLog) -> None:
+        if log.epoch == 3:
+            raise StopTraining("pruned at epoch 3")
+
+    _, result = _train(10, hooks=[prune_at_3])
+    assert result.stopped == "pruned at epoch 3"
+    assert [log.epoch for log in result.history] == [1, 2, 3]
+    assert math.isfinite(result.val_mse) and result.val_mse < result.history[0].val_loss
 
 
 def test_partial_last_batch_is_trained_on():

@@ -389,9 +389,13 @@ def rerun(run_id: str, store: Store, tolerance: float | None = None) -> int:
         f"rerunning run {run_id} ({name}) from its logged config; new run in {mask_url(store.uri)}"
     )
     tags = {"sweep.kind": "rerun", "sweep.rerun_of": run_id}
-    new_id, _ = train_again(
-        rerun_config(record.cfg, store), f"rerun-{name}", record.overrides, tags
-    )
+    cfg = rerun_config(record.cfg, store)
+    if record.run.data.tags.get("sweep.state") == "PRUNED":
+        # Replayed up to the epoch it was pruned at, so its final MSEs compare too.
+        cfg.trainer.epochs = (
+            len(client.get_metric_history(run_id, "val_loss")) or cfg.trainer.epochs
+        )
+    new_id, _ = train_again(cfg, f"rerun-{name}", record.overrides, tags)
     new = load_record(client, new_id, store)
     differences = environment_differences(record.replay, new.replay)
     tol, why = choose_tolerance(tolerance, differences)

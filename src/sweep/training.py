@@ -67,6 +67,10 @@ class Diverged(RuntimeError):
         self.loss = loss
 
 
+class StopTraining(Exception):
+    """Raised by a hook to end training early (e.g. pruning); `train` returns what was learned."""
+
+
 @dataclass
 class TrainResult:
     history: list[EpochLog] = field(default_factory=list)
@@ -74,6 +78,7 @@ class TrainResult:
     val_mse: float = math.nan
     test_mse: float = math.nan
     seconds: float = 0.0
+    stopped: str | None = None  # why a hook ended training early, if one did
 
 
 _configured = False
@@ -180,7 +185,7 @@ def train(
     jit_compile: bool = False,
     hooks: Sequence[EpochHook] = (),
 ) -> TrainResult:
-    """Train on reshuffled mini-batches; hooks see every epoch and may raise to stop it."""
+    """Train on reshuffled mini-batches; hooks see every epoch and may stop it (StopTraining)."""
     start = time.perf_counter()
     optimizer.build(model.trainable_variables)
     run_epoch = _epoch_function(model, optimizer, batch_size, jit_compile)
@@ -194,8 +199,12 @@ def train(
             train_loss, val_loss = (float(v) for v in run_epoch(x, y, perm, x_val, y_val))
             log = EpochLog(epoch, train_loss, val_loss)
             result.history.append(log)
-            for hook in hooks:
-                hook(log)
+            try:
+                for hook in hooks:
+                    hook(log)
+            except StopTraining as stop:
+                result.stopped = str(stop) or f"stopped at epoch {epoch}"
+                break
             if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
                 raise Diverged(epoch, train_loss if not math.isfinite(train_loss) else val_loss)
     finally:

@@ -108,13 +108,14 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, prefix: str = "") -> TrialState
         interrupt.check,
         pruning_hook(trial),
     ]
-    state, value, reason = TrialState.COMPLETE, None, None
+    state, value, reason, note = TrialState.COMPLETE, None, None, None
     with heartbeat(sweep.study, trial):
         try:
             result = execute(cfg, run, sweep.overrides, hooks)
-            value = result.val_mse
-        except optuna.TrialPruned:
-            state = TrialState.PRUNED
+            if result.stopped:  # pruned: its run still gets the model, plots and final MSEs
+                state, note = TrialState.PRUNED, result.stopped
+            else:
+                value = result.val_mse
         except Diverged as exc:
             state, reason = TrialState.FAIL, str(exc)
         except KeyboardInterrupt:
@@ -125,7 +126,8 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, prefix: str = "") -> TrialState
             _close(sweep, trial, run, TrialState.FAIL, None, first_line(exc))
             raise
     _close(sweep, trial, run, state, value, reason)
-    _report(sweep, trial, state, value, time.perf_counter() - start, run.run_id, prefix, reason)
+    seconds = time.perf_counter() - start
+    _report(sweep, trial, state, value, seconds, run.run_id, prefix, reason or note)
     return state
 
 
@@ -187,13 +189,14 @@ def retry_later(study: optuna.Study, trial: optuna.Trial) -> None:
 
 
 def pruning_hook(trial: optuna.Trial):  # noqa: ANN201
-    """Report validation loss each epoch; raise TrialPruned when the pruner says so."""
+    """Report validation loss each epoch; stop training when the pruner says so."""
+    from sweep.training import StopTraining
 
     def hook(log: Any) -> None:
         if math.isfinite(log.val_loss):
             trial.report(log.val_loss, log.epoch)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {log.epoch}")
+                raise StopTraining(f"pruned at epoch {log.epoch}")
 
     return hook
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "elu", "gelu", "selu", "swish", "softplus", "linear")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
+LOSSES = ("mse",)  # the compiled loop implements mean squared error only
 SAMPLERS = ("tpe", "random", "cmaes", "qmc")
 PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
 STORAGE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "mysql", "mysql+pymysql")
@@ -50,6 +51,7 @@ def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first offending key, what it holds and what is allowed."""
     _choice(cfg, "model.activation", ACTIVATIONS)
     _choice(cfg, "optimizer.name", OPTIMIZERS)
+    _choice(cfg, "trainer.loss", LOSSES)
     for key in ("model.depth", "model.width", "trainer.epochs", "trainer.batch_size"):
         positive_int(cfg, key)
     positive_number(cfg, "optimizer.lr")

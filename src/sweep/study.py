@@ -103,7 +103,7 @@ def _on_stale_trial(tracker: Tracker | NullTracker | None):  # noqa: ANN202
     return callback
 
 
-def open_sweep(cfg: DictConfig, overrides: Sequence[str] = (), create: bool = True) -> Sweep:
+def open_sweep(cfg: DictConfig, overrides: Sequence[str] = ()) -> Sweep:
     """Create the stores, the experiment, the study and its parent run once, or join them."""
     space = parse_space(cfg.search.space, cfg)
     check_storage(cfg.search.storage)
@@ -112,7 +112,7 @@ def open_sweep(cfg: DictConfig, overrides: Sequence[str] = (), create: bool = Tr
     with setup_lock(cfg):
         tracker = make_tracker(cfg.tracking)  # an MLflow client migrates a fresh SQLite store
         storage = make_storage(cfg, tracker)
-        study, created = _create_or_load(cfg, storage, space, create)
+        study, created = _create_or_load(cfg, storage, space)
         tracker.setup()
         parent = _parent_run(cfg, study, tracker, created)
     sweep = Sweep(cfg, study, space, tracker, parent, tuple(overrides))
@@ -169,8 +169,9 @@ def close_orphan_runs(sweep: Sweep) -> None:
 
 
 def _create_or_load(
-    cfg: DictConfig, storage: optuna.storages.RDBStorage, space: dict, create: bool
+    cfg: DictConfig, storage: optuna.storages.RDBStorage, space: dict
 ) -> tuple[optuna.Study, bool]:
+    """Load the study by name, or create it (the worker that wins the race does)."""
     name = cfg.search.study_name
     kwargs = {
         "study_name": name,
@@ -182,10 +183,6 @@ def _create_or_load(
     try:
         study = optuna.load_study(**kwargs)
     except KeyError:
-        if not create:
-            raise ConfigError(
-                f"search.study_name={name!r}: no such study in {mask_url(cfg.search.storage)}"
-            ) from None
         try:
             study = optuna.create_study(direction=cfg.search.direction, **kwargs)
             created = True
@@ -195,7 +192,6 @@ def _create_or_load(
         digest, fixed = fingerprint(cfg)
         study.set_user_attr("fingerprint", digest)
         study.set_user_attr("fixed_config", fixed)
-        study.set_user_attr("n_trials", cfg.search.n_trials)
         if cfg.search.enqueue_baseline and space:
             study.enqueue_trial(baseline_params(cfg, space), user_attrs={"baseline": True})
     else:

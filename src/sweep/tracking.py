@@ -40,12 +40,11 @@ from sweep.config import ConfigError, first_line, mask_text, mask_url, sqlite_pa
 
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
-masked = mask_text
 
 
 def str_tags(tags: dict | None) -> dict[str, str]:
     """Tag values as masked strings (a tracking server's protobuf refuses ints)."""
-    return {k: masked(v) for k, v in (tags or {}).items()}
+    return {k: mask_text(v) for k, v in (tags or {}).items()}
 
 
 def enable_wal(url: str) -> None:
@@ -103,7 +102,7 @@ class Run:
 
     def log_params(self, params: dict[str, Any], tags: dict[str, Any] | None = None) -> None:
         """Params (and tags, if any) in as few writes as MLflow's 100-per-batch limit allows."""
-        items = [Param(k, masked(v)[:6000]) for k, v in params.items()]
+        items = [Param(k, mask_text(v)[:6000]) for k, v in params.items()]
         labels = [RunTag(k, v) for k, v in str_tags(tags).items()]
         for i in range(0, max(len(items), 1 if labels else 0), 100):
             first = labels if i == 0 else []
@@ -123,7 +122,7 @@ class Run:
         self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in str_tags(tags).items()])
 
     def log_text(self, text: str, path: str) -> None:
-        self.client.log_text(self.run_id, masked(text), path)
+        self.client.log_text(self.run_id, mask_text(text), path)
 
     def log_yaml(self, data: dict, path: str) -> None:
         self.log_text(yaml.safe_dump(data, sort_keys=False), path)
@@ -155,9 +154,6 @@ class Run:
             write()
         except Exception as exc:  # a lost plot must not stop the sweep; say which one
             print(f"warning: {what} of run {self.run_id}: {first_line(exc)}", file=sys.stderr)
-
-    def log_file(self, local_path: str, artifact_dir: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, local_path, artifact_dir)
 
     def log_model(self, model: Any, x_example: np.ndarray, requirements: list[str]) -> str:
         """Log a Keras model MLflow can load back; explicit requirements skip a ~6 s inference."""
@@ -211,7 +207,6 @@ class NullRun(Run):
     def log_figure(self, fig: Any, path: str) -> None: ...
     def log_bytes(self, data: bytes, path: str) -> None: ...
     def defer(self, write: Callable[[], None], what: str) -> None: ...
-    def log_file(self, local_path: str, artifact_dir: str | None = None) -> None: ...
     def log_model(self, model: Any, x_example: np.ndarray, requirements: list[str]) -> str:
         return ""
 
@@ -304,14 +299,6 @@ class Tracker:
         if status:
             query += f" and attributes.status = '{status}'"
         return self.client.search_runs([self.experiment_id], query, max_results=10000)
-
-    def download(self, run_id: str, path: str, dst: str | None = None) -> str:
-        return mlflow.artifacts.download_artifacts(
-            run_id=run_id,
-            artifact_path=path,
-            dst_path=dst or tempfile.mkdtemp(),
-            tracking_uri=self.uri,
-        )
 
 
 class NullTracker:

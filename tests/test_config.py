@@ -9,13 +9,13 @@ import yaml
 from omegaconf import OmegaConf
 
 from sweep.config import (
-    ConfigError,
     existing_store,
     flatten,
     mask_url,
     prepare,
     store_location,
 )
+from sweep.errors import ConfigError
 from tests.conftest import sweep_cmd
 
 

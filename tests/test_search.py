@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from sweep.config import ConfigError, prepare
+from sweep.config import prepare
+from sweep.errors import ConfigError
 from sweep.search import apply_params, baseline_params, fingerprint, parse_space
 
 

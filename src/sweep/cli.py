@@ -21,7 +21,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from sweep import interrupt
-from sweep.config import ConfigError, SweepError, first_line, mask_text, prepare
+from sweep.config import mask_text, prepare
+from sweep.errors import ConfigError, SweepError, first_line
 
 CONF_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "conf")
 EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 1, 2, 130

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from omegaconf import DictConfig, OmegaConf
 
+from sweep.errors import ConfigError, first_line
+
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "elu", "gelu", "selu", "swish", "softplus", "linear")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 LOSSES = ("mse",)  # the compiled loop implements mean squared error only
@@ -22,14 +24,6 @@ SAMPLERS = ("tpe", "random", "cmaes", "qmc")
 PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
 STORAGE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "mysql", "mysql+pymysql")
 TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "postgresql+psycopg2", "file")
-
-
-class ConfigError(ValueError):
-    """A user-facing config mistake; its message is the one line the user sees."""
-
-
-class SweepError(RuntimeError):
-    """A sweep that cannot go on (e.g. every trial fails); its message is the line users see."""
 
 
 def prepare(cfg: DictConfig) -> DictConfig:
@@ -212,11 +206,3 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, str]:
             text = str(value)
             flat[name] = mask_url(text) if "://" in text else text
     return flat
-
-
-def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(exc).__name__

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from sweep import console
-from sweep.config import ConfigError, existing_store
+from sweep.config import existing_store
+from sweep.errors import ConfigError
 from sweep.tracking import MlflowClient, MlflowException
 
 ALIAS = "champion"

@@ -24,7 +24,8 @@ from urllib.parse import unquote, urlsplit
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.config import ConfigError, Store, existing_store, first_line, mask_url, sqlite_path
+from sweep.config import Store, existing_store, mask_url, sqlite_path
+from sweep.errors import ConfigError, first_line
 
 EXIT_SAME, EXIT_DIFFERS, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Relative tolerance used by default when the rerun's environment differs from the original's.

@@ -26,7 +26,8 @@ from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep import console, plots
-from sweep.config import ConfigError, first_line, mask_url, sqlite_path
+from sweep.config import mask_url, sqlite_path
+from sweep.errors import ConfigError, first_line
 from sweep.registry import logged_model_id, predict, register_champion
 from sweep.study import PARENT_ATTR, RUN_ATTR
 from sweep.tracking import MlflowClient, Tracker

@@ -20,7 +20,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from sweep.config import ConfigError, first_line
+from sweep.errors import ConfigError, first_line
 
 # Keys whose values never change what a trial computes; a resumed study may change them freely.
 VOLATILE_KEYS = (

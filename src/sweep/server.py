@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from sweep.config import ConfigError, first_line, mask_url
+from sweep.config import mask_url
+from sweep.errors import ConfigError, first_line
 
 DB_ENV = "SWEEP_TRACKING_DB"
 DEFAULT_ARTIFACTS = "mlruns/server-artifacts"

@@ -19,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from sweep.config import ConfigError, first_line, flatten, mask_url
+from sweep.config import flatten, mask_url
+from sweep.errors import ConfigError, first_line
 from sweep.search import (
     baseline_params,
     fingerprint,

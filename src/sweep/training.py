@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from sweep.data import Dataset
+from sweep.errors import Diverged
 
 
 def _import_tensorflow_quietly():  # noqa: ANN202
@@ -56,15 +57,6 @@ class EpochLog:
 
 
 EpochHook = Callable[[EpochLog], None]
-
-
-class Diverged(RuntimeError):
-    """The loss became NaN or infinite; training stops at that epoch."""
-
-    def __init__(self, epoch: int, loss: float) -> None:
-        super().__init__(f"loss diverged to {loss} at epoch {epoch}")
-        self.epoch = epoch
-        self.loss = loss
 
 
 class StopTraining(Exception):

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from sweep.config import ConfigError, existing_store
+from sweep.config import existing_store
+from sweep.errors import ConfigError
 
 VIEW_NESTED = "sweep"
 VIEW_BEST = "sweep-by-val-mse"

@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep import console, interrupt
-from sweep.config import SweepError, first_line
+from sweep.errors import SweepError, first_line
 from sweep.search import apply_params
 from sweep.study import MLFLOW_STATUS, RUN_ATTR, Sweep, best_trial, counts
 from sweep.tracking import warm_up, write_in_background

@@ -36,7 +36,8 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # noqa: E402
 
-from sweep.config import ConfigError, first_line, mask_text, mask_url, sqlite_path  # noqa: E402
+from sweep.config import mask_text, mask_url, sqlite_path  # noqa: E402
+from sweep.errors import ConfigError, first_line  # noqa: E402
 
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
 TERMINAL = ("FINISHED", "FAILED", "KILLED")

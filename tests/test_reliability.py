@@ -245,9 +245,8 @@ def test_unwritable_store_is_refused_before_anything_is_created(tmp_path):
 
 def test_config_errors_come_back_before_tensorflow_is_imported(tmp_path):
     code = (
-        "import sys; from sweep.__main__ import main\n"
-        f"sys.argv = ['sweep', 'sweep', 'model.depth=0', 'paths.store={tmp_path}']\n"
-        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+        "import sys; from sweep.runner import main\n"
+        f"code = main(['sweep', 'model.depth=0', 'paths.store={tmp_path}'])\n"
         "print(code, 'tensorflow' in sys.modules, 'mlflow' in sys.modules)\n"
     )
     out = subprocess.run(

@@ -14,18 +14,15 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from sweep.replay import (
+from sweep.rerun import (
     LOOSE_TOLERANCE,
-    Robustness,
     choose_tolerance,
     close_enough,
     compare_metric,
     environment_differences,
-    ranking_holds,
-    rerun_command,
-    robust_command,
-    robustness_rows,
 )
+from sweep.robust import Robustness, ranking_holds, robustness_rows
+from sweep.runner import main
 from tests.conftest import ROOT, clean_env, run_cli, sweep_cmd
 
 SAME_ENV = {
@@ -286,14 +283,14 @@ def test_errors_are_one_line_and_log_nothing(baseline, swept, tmp_path, capsys):
     capsys.readouterr()
     for args, counted, said in cases:
         before = len(all_runs(counted)) if counted else 0
-        assert rerun_command(args) == 2, args
+        assert main(["rerun", *args]) == 2, args
         out = capsys.readouterr()
         lines = out.err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and said in lines[0], lines
         assert out.out == ""
         assert (len(all_runs(counted)) if counted else 0) == before
     assert not (tmp_path / "none").exists()
-    assert robust_command(["no-such-study", "--store", str(swept)]) == 2
+    assert main(["robust", "no-such-study", "--store", str(swept)]) == 2
     assert "no study 'no-such-study' in sqlite:///" in capsys.readouterr().err
     # and as a user sees it: one line, no traceback, from a real process
     before = len(all_runs(store))

@@ -37,7 +37,7 @@ def test_report_of_a_missing_study_is_one_line(tmp_path):
     out = run_cli("report", "search.study_name=nope", store=tmp_path)
     assert out.returncode == 2
     assert out.stderr.strip() == (
-        f"error: search.study_name='nope': no such study in sqlite:///{tmp_path}/optuna.db"
+        f"error: no study 'nope': no Optuna storage at {tmp_path}/optuna.db"
     )
 
 

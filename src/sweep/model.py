@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import keras
-
+from sweep.backend import keras
 from sweep.config import ACTIVATIONS, OPTIMIZERS
 
 

@@ -26,11 +26,11 @@ from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep import console, plots
-from sweep.config import mask_url, sqlite_path
-from sweep.errors import ConfigError, first_line
-from sweep.registry import logged_model_id, predict, register_champion
-from sweep.study import PARENT_ATTR, RUN_ATTR
-from sweep.tracking import MlflowClient, Tracker
+from sweep.config import mask_url
+from sweep.errors import EXIT_OK, ConfigError, first_line
+from sweep.registry import predict, register_champion
+from sweep.study import PARENT_ATTR, RUN_ATTR, load_existing
+from sweep.tracking import Reader, check_reachable, load_run_model
 
 SECTIONS = (
     ("best", "Best trial against the baseline"),
@@ -82,29 +82,14 @@ class TrialRow:
 # --------------------------------------------------------------------------- data
 
 
-def load_study(cfg: DictConfig) -> optuna.Study:
-    """The study named in the config; a missing one is a one-line error, and no file is made."""
-    name, url = cfg.search.study_name, cfg.search.storage
-    missing = ConfigError(f"search.study_name={name!r}: no such study in {mask_url(url)}")
-    if url.startswith("sqlite:") and not Path(sqlite_path(url)).is_file():
-        raise missing
-    try:
-        return optuna.load_study(study_name=name, storage=url)
-    except KeyError:
-        raise missing from None
-
-
-def trial_rows(study: optuna.Study, client: MlflowClient) -> list[TrialRow]:
+def trial_rows(study: optuna.Study, reader: Reader) -> list[TrialRow]:
     """Every trial with the metrics and params of its MLflow run (when it has one)."""
     rows = []
     for t in study.get_trials(deepcopy=False):
-        row = TrialRow(t, t.user_attrs.get(RUN_ATTR))
-        if row.run_id:
-            try:
-                run = client.get_run(row.run_id)
-                row.metrics, row.params = dict(run.data.metrics), dict(run.data.params)
-            except Exception:  # a run deleted from MLflow leaves the trial in the table
-                row.run_id = None
+        run = reader.find(t.user_attrs.get(RUN_ATTR))  # a deleted run leaves the trial listed
+        row = TrialRow(t, run.info.run_id if run else None)
+        if run:
+            row.metrics, row.params = dict(run.data.metrics), dict(run.data.params)
         rows.append(row)
     return rows
 
@@ -180,17 +165,7 @@ def parallel_image(
     return png_data_uri(fig)
 
 
-def load_keras(client: MlflowClient, run_id: str | None) -> Any:
-    """The Keras model a trial logged, loaded back through MLflow."""
-    import mlflow.keras
-
-    model_id = logged_model_id(client, run_id) if run_id else None
-    return mlflow.keras.load_model(f"models:/{model_id}") if model_id else None
-
-
-def prediction_image(
-    client: MlflowClient, best: TrialRow | None, base: TrialRow | None
-) -> str | None:
+def prediction_image(uri: str, best: TrialRow | None, base: TrialRow | None) -> str | None:
     """Best and baseline predictions on sin(x), 10% beyond the training interval each side."""
     ref = best or base
     if ref is None:
@@ -201,7 +176,7 @@ def prediction_image(
     x = np.linspace(lo - margin, hi + margin, 1200, dtype=np.float32)
     curves = {}
     for label, row in (("baseline", base), ("best", best)):
-        model = load_keras(client, row.run_id) if row else None
+        model = load_run_model(uri, row.run_id) if row else None
         if model is not None:
             curves[f"{label} (trial {row.number})"] = predict(model, x)
     if not curves:
@@ -320,9 +295,9 @@ def render(study: optuna.Study, parts: dict[str, str], meta: str) -> str:
     )
 
 
-def build_report(study: optuna.Study, client: MlflowClient, storage: str) -> tuple[str, dict]:
+def build_report(study: optuna.Study, reader: Reader, storage: str) -> tuple[str, dict]:
     """The report's HTML, and the summary the champion is registered from."""
-    rows = trial_rows(study, client)
+    rows = trial_rows(study, reader)
     best, base = pick(rows)
     states = {s.name: sum(r.trial.state == s for r in rows) for s in TrialState}
     meta = (
@@ -340,7 +315,7 @@ def build_report(study: optuna.Study, client: MlflowClient, storage: str) -> tup
             parallel_image(rows, best, base), "parallel coordinates", "needs 2 complete trials"
         ),
         "predictions": image_or_note(
-            prediction_image(client, best, base), "predictions", "no logged model to load"
+            prediction_image(reader.uri, best, base), "predictions", "no logged model to load"
         ),
         "trials": trials_table(rows, best),
     }
@@ -353,22 +328,23 @@ def build_report(study: optuna.Study, client: MlflowClient, storage: str) -> tup
     return render(study, parts, meta), summary
 
 
-def run_report(cfg: DictConfig, overrides: Sequence[str]) -> int:
+def main(cfg: DictConfig, overrides: Sequence[str]) -> int:
     """Write the report, log it to the study's parent run, register the best model."""
     if not cfg.tracking.enabled:
         raise ConfigError("the report reads the study's MLflow runs; it needs tracking=mlflow")
-    tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.get("artifact_root"))
-    study = load_study(cfg)
-    page, summary = build_report(study, tracker.client, cfg.search.storage)
+    study = load_existing(cfg.search.storage, cfg.search.study_name)
+    check_reachable(cfg.tracking.uri)
+    reader = Reader(cfg.tracking.uri)
+    page, summary = build_report(study, reader, cfg.search.storage)
     out = Path(cfg.paths.store) / "reports" / f"{study.study_name}.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     parent_id = study.user_attrs.get(PARENT_ATTR)
     if parent_id:
         try:
-            tracker.open_run(parent_id).log_text(page, "report.html")
+            reader.open_run(parent_id).log_text(page, "report.html")
         except Exception as exc:  # the file is written; a missing parent run is only a warning
             console.say(f"warning: report not logged to run {parent_id}: {first_line(exc)}")
     register_champion(cfg, summary)
     console.say(f"report: {out}")
-    return 0
+    return EXIT_OK

@@ -229,3 +229,12 @@ def serve(argv: list[str]) -> int:
         return 0
     finally:
         stop(proc)
+
+
+def main(**options: object) -> int:
+    """The runner's entry (interim: the launcher is being unified)."""
+    argv: list[str] = []
+    for key, value in options.items():
+        if value is not None:
+            argv += [f"--{key.replace('_', '-')}", str(value)]
+    return serve(argv)

@@ -12,6 +12,7 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -19,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from sweep.config import flatten, mask_url
+from sweep.config import flatten, mask_url, sqlite_path
 from sweep.errors import ConfigError, first_line
 from sweep.search import (
     baseline_params,
@@ -265,6 +266,17 @@ def _parent_run(
 # --------------------------------------------------------------------------- queries
 
 
+def announce(sweep: Sweep) -> str:
+    """Where the study stands as a worker starts on it."""
+    done, running = counts(sweep.study)
+    verb = "resuming" if done or running else "starting"
+    return (
+        f"{verb} study {sweep.study.study_name!r} in {mask_url(sweep.cfg.search.storage)}: "
+        f"{done}/{sweep.cfg.search.n_trials} finished"
+        + (f", parent run {sweep.parent_run_id}" if sweep.parent_run_id else "")
+    )
+
+
 def counts(study: optuna.Study) -> tuple[int, list[int]]:
     """Finished trials, and the numbers of the running ones."""
     trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
@@ -274,5 +286,26 @@ def counts(study: optuna.Study) -> tuple[int, list[int]]:
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
     """The complete trial with the lowest validation MSE, if any."""
+    ranked = ranked_trials(study, 1, required=False)
+    return ranked[0] if ranked else None
+
+
+def ranked_trials(study: optuna.Study, top: int, required: bool = True) -> list[FrozenTrial]:
+    """The `top` complete trials, best first (ties by trial number)."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return min(complete, key=lambda t: t.value) if complete else None
+    if not complete and required:
+        raise ConfigError(f"study {study.study_name!r} has no completed trial yet")
+    return sorted(complete, key=lambda t: (t.value, t.number))[:top]
+
+
+def load_existing(storage: str, name: str) -> optuna.Study:
+    """A study that must already exist; one line (and no file made) when it does not."""
+    if storage.startswith("sqlite:") and not Path(sqlite_path(storage)).is_file():
+        raise ConfigError(f"no study {name!r}: no Optuna storage at {sqlite_path(storage)}")
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise ConfigError(
+            f"no study {name!r} in {mask_url(storage)}; studies there: {', '.join(names) or 'none'}"
+        ) from None

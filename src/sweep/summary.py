@@ -77,6 +77,18 @@ def _summary_plots(parent: Any, study: optuna.Study) -> None:
         plots.close(fig)
 
 
+def stopped(sweep: Sweep, why: str, close_parent: bool) -> str:
+    """Where an unfinished study stands and how to continue it; its owner marks the parent."""
+    text = summary_text(summarize(sweep))
+    if close_parent and sweep.parent_run_id:
+        sweep.tracker.terminate(sweep.parent_run_id, "KILLED", why)
+    done, _ = counts(sweep.study)
+    return (
+        f"{text}\n{why} at {done}/{sweep.cfg.search.n_trials} finished trials; "
+        "run the same command again to continue the study"
+    )
+
+
 def summary_text(summary: dict[str, Any]) -> str:
     """The closing lines of a sweep: where it stands and the best trial."""
     lines = [f"study {summary['study']}: {json.dumps(summary['states'])}"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,33 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from sweep.backend import keras, tf
 from sweep.data import Dataset
 from sweep.errors import Diverged
-
-
-def _import_tensorflow_quietly():  # noqa: ANN202
-    """Import TensorFlow with its C++ start-up banner (oneDNN, CUDA probes) kept off stderr.
-
-    Those lines are printed before absl logging is initialised, so no environment variable
-    silences them; only the file descriptor can.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import keras
-        import tensorflow as tf
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-    return keras, tf
-
-
-keras, tf = _import_tensorflow_quietly()
-tf.get_logger().setLevel(
-    "ERROR"
-)  # each trial traces its own epoch graph; that is not a retrace bug
 
 
 @dataclass(frozen=True)

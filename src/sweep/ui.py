@@ -273,3 +273,8 @@ def serve(uri: str, artifacts: Path, host: str, port: int, lines: list[str]) -> 
         return 0
     finally:
         stop(proc)
+
+
+def main(store: Any, host: str = "127.0.0.1", port: int = 5000) -> int:
+    """The runner's entry (interim: the launcher is being unified)."""
+    return command(["--store", str(store.folder), "--port", str(port), "--host", host])

@@ -9,19 +9,28 @@ from __future__ import annotations
 
 import contextlib
 import math
+import multiprocessing
 import os
+import signal
+import sys
 import threading
 import time
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import optuna
+from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from sweep import console, interrupt
-from sweep.errors import SweepError, first_line
+from sweep.errors import EXIT_INTERRUPTED, Diverged, SweepError, first_line
 from sweep.search import apply_params
 from sweep.study import MLFLOW_STATUS, RUN_ATTR, Sweep, best_trial, counts
-from sweep.tracking import warm_up, write_in_background
+from sweep.tracking import tracked_run, warm_up, write_in_background
+
+if TYPE_CHECKING:
+    from sweep.training import TrainResult
 
 
 def next_trial(sweep: Sweep, poll: float = 1.0) -> optuna.Trial | None:
@@ -87,12 +96,47 @@ def run_worker(sweep: Sweep, prefix: str = "") -> int:
 
 
 def run_trial(sweep: Sweep, trial: optuna.Trial, prefix: str = "") -> TrialState:
-    """One trial as one MLflow child run; pruned, diverged and interrupted trials are marked."""
+    """One trial as one MLflow child run; pruned, diverged and interrupted trials are marked.
+
+    The run closes first (its status and `sweep.state` tag match the trial's), then the trial
+    is told: a finished trial in Optuna always has its complete record in MLflow.
+    """
     from sweep.pipeline import execute
-    from sweep.training import Diverged
 
     start = time.perf_counter()
     cfg = apply_params(sweep.cfg, trial.params)
+    hooks = [
+        console.epoch_counter(f"trial {trial.number}", cfg.trainer.epochs),
+        interrupt.check,
+        pruning_hook(trial),
+    ]
+    try:
+        with (
+            tracked_run(*_run_spec(sweep, trial), failed_tags={"sweep.state": "FAIL"}) as run,
+            heartbeat(sweep.study, trial),
+        ):
+            if run.run_id:
+                trial.set_user_attr(RUN_ATTR, run.run_id)
+            result = execute(cfg, run, sweep.overrides, hooks)
+            outcome = Outcome.of(result)
+            run.close_as(MLFLOW_STATUS[outcome.state], {"sweep.state": outcome.state.name})
+    except Diverged as exc:
+        outcome = Outcome(TrialState.FAIL, reason=str(exc))
+    except KeyboardInterrupt:
+        tell(sweep.study, trial, Outcome(TrialState.FAIL, reason="interrupted"))
+        retry_later(sweep.study, trial)
+        raise
+    except BaseException as exc:
+        tell(sweep.study, trial, Outcome(TrialState.FAIL, reason=first_line(exc)))
+        raise
+    tell(sweep.study, trial, outcome)
+    seconds = time.perf_counter() - start
+    _report(sweep, trial, outcome, seconds, run.run_id, prefix)
+    return outcome.state
+
+
+def _run_spec(sweep: Sweep, trial: optuna.Trial) -> tuple[Any, str, str | None, dict[str, Any]]:
+    """tracked_run's arguments for a trial: the tracker, its name, its parent and tags."""
     tags = {
         "sweep.study_name": sweep.study.study_name,
         "sweep.trial": trial.number,
@@ -100,70 +144,42 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, prefix: str = "") -> TrialState
     }
     if trial.user_attrs.get("baseline"):
         tags["sweep.baseline"] = "true"
-    run = sweep.tracker.start_run(f"trial-{trial.number}", sweep.parent_run_id, tags)
-    if run.run_id:
-        trial.set_user_attr(RUN_ATTR, run.run_id)
-    hooks = [
-        console.epoch_counter(f"trial {trial.number}", cfg.trainer.epochs),
-        interrupt.check,
-        pruning_hook(trial),
-    ]
-    state, value, reason, note = TrialState.COMPLETE, None, None, None
-    with heartbeat(sweep.study, trial):
-        try:
-            result = execute(cfg, run, sweep.overrides, hooks)
-            if result.stopped:  # pruned: its run still gets the model, plots and final MSEs
-                state, note = TrialState.PRUNED, result.stopped
-            else:
-                value = result.val_mse
-        except Diverged as exc:
-            state, reason = TrialState.FAIL, str(exc)
-        except KeyboardInterrupt:
-            _close(sweep, trial, run, TrialState.FAIL, None, "interrupted", mlflow_status="KILLED")
-            retry_later(sweep.study, trial)
-            raise
-        except BaseException as exc:
-            _close(sweep, trial, run, TrialState.FAIL, None, first_line(exc))
-            raise
-    _close(sweep, trial, run, state, value, reason)
-    seconds = time.perf_counter() - start
-    _report(sweep, trial, state, value, seconds, run.run_id, prefix, reason or note)
-    return state
+    return sweep.tracker, f"trial-{trial.number}", sweep.parent_run_id, tags
 
 
-def _close(
-    sweep: Sweep,
-    trial: optuna.Trial,
-    run: Any,
-    state: TrialState,
-    value: float | None,
-    reason: str | None,
-    mlflow_status: str | None = None,
-) -> None:
-    """Mark the trial in Optuna and its run in MLflow with the same outcome."""
-    mlflow_status = mlflow_status or MLFLOW_STATUS.get(state, "FAILED")
-    tags = {"sweep.state": state.name}
-    if reason:
-        tags["fail_reason"] = reason
-        trial.set_user_attr("fail_reason", reason)
-    try:
-        run.end(mlflow_status, tags)  # the state tags ride with the last metrics: one write
-    finally:
-        if state == TrialState.COMPLETE:
-            sweep.study.tell(trial, value)
-        else:
-            sweep.study.tell(trial, state=state)
+@dataclass(frozen=True)
+class Outcome:
+    """How a trial ended, as Optuna is told: state, objective value, and why if not complete."""
+
+    state: TrialState
+    value: float | None = None
+    reason: str | None = None  # why it failed (stored on trial and run)
+    note: str | None = None  # why training stopped early (pruned), shown on its line
+
+    @classmethod
+    def of(cls, result: TrainResult) -> Outcome:
+        if result.stopped:  # pruned: its run still gets the model, plots and final MSEs
+            return cls(TrialState.PRUNED, note=result.stopped)
+        return cls(TrialState.COMPLETE, value=result.val_mse)
+
+
+def tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
+    """The trial's end in Optuna, with its failure reason as a user attribute."""
+    if outcome.reason:
+        trial.set_user_attr("fail_reason", outcome.reason)
+    if outcome.state == TrialState.COMPLETE:
+        study.tell(trial, outcome.value)
+    else:
+        study.tell(trial, state=outcome.state)
 
 
 def _report(
     sweep: Sweep,
     trial: optuna.Trial,
-    state: TrialState,
-    value: float | None,
+    outcome: Outcome,
     seconds: float,
     run_id: str | None,
     prefix: str,
-    reason: str | None = None,
 ) -> None:
     done, _ = counts(sweep.study)
     best = best_trial(sweep.study)
@@ -171,13 +187,13 @@ def _report(
         done,
         sweep.cfg.search.n_trials,
         trial.number,
-        state.name,
-        value,
+        outcome.state.name,
+        outcome.value,
         (best.number, best.value) if best else None,
         trial.params,
         seconds,
         run_id,
-        reason,
+        outcome.reason or outcome.note,
     )
     console.say(line, prefix)
 
@@ -235,6 +251,60 @@ class heartbeat:  # noqa: N801 - used as a context manager, reads like one
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
+
+
+def run_workers(sweep: Sweep, jobs: int) -> None:
+    """Run the study here (one worker) or in `jobs` spawned worker processes."""
+    if jobs <= 1:
+        run_worker(sweep)
+    else:
+        run_processes(sweep.cfg, sweep.overrides, jobs)
+
+
+def run_processes(cfg: DictConfig, overrides: Sequence[str], jobs: int) -> None:
+    """Start `jobs` worker processes on the same study and parent run; wait for all of them.
+
+    A stop request (Ctrl-C, or SIGTERM sent to this process alone, as a scheduler does) is
+    passed on to every worker, which closes its trial and exits.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    data = OmegaConf.to_container(cfg, resolve=True)
+    procs = [
+        ctx.Process(target=_worker_process, args=(data, list(overrides), i, jobs))
+        for i in range(jobs)
+    ]
+    for p in procs:
+        p.start()
+    forwarded = False
+    while any(p.is_alive() for p in procs):
+        time.sleep(0.2)
+        if interrupt.requested() and not forwarded:
+            for p in procs:
+                if p.is_alive():
+                    os.kill(p.pid, signal.SIGINT)
+            forwarded = True
+    interrupt.check()
+    bad = [p.exitcode for p in procs if p.exitcode not in (0, None)]
+    if bad:
+        raise SweepError(f"{len(bad)} worker(s) failed (exit codes {bad}); see their output above")
+
+
+def _worker_process(data: dict, overrides: list[str], index: int, jobs: int) -> None:
+    """Entry of one spawned worker: pinned to its cores, its own TensorFlow threads."""
+    from sweep.study import open_sweep
+
+    interrupt.install()
+    cfg = OmegaConf.create(data)
+    threads = pin_worker(index, jobs)
+    if threads and cfg.trainer.threads is None:
+        cfg.trainer.threads = threads
+    try:
+        run_worker(open_sweep(cfg, overrides), prefix=f"[w{index}] ")
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+    except SweepError as exc:
+        print(f"error: [w{index}] {first_line(exc)}", file=sys.stderr)
+        sys.exit(exc.exit_code)
 
 
 def pin_worker(index: int, jobs: int) -> int | None:

@@ -4,6 +4,8 @@ Runs and their lifecycle (`runs`), and everything else that talks to MLflow, go 
 training, the study and the commands never see MLflow's API, and `tracking=none` needs none of it.
 """
 
+from sweep.tracking.history import Reader
+from sweep.tracking.models import load_alias, load_run_model, logged_model_id, register
 from sweep.tracking.runs import (
     MlflowClient,
     MlflowException,
@@ -15,6 +17,7 @@ from sweep.tracking.runs import (
     drain,
     enable_wal,
     make_tracker,
+    tracked_run,
     warm_up,
     write_in_background,
 )
@@ -24,12 +27,18 @@ __all__ = [
     "MlflowException",
     "NullRun",
     "NullTracker",
+    "Reader",
     "Run",
     "Tracker",
     "check_reachable",
     "drain",
     "enable_wal",
+    "load_alias",
+    "load_run_model",
+    "logged_model_id",
     "make_tracker",
+    "register",
+    "tracked_run",
     "warm_up",
     "write_in_background",
 ]

@@ -6,13 +6,14 @@ Training knows nothing of MLflow; pipeline.py hands it a `Run` (or a `NullRun` w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,9 @@ def write_in_background(on: bool = True) -> None:
 
 def warm_up() -> None:
     """Import what logging a model needs (~0.3 s) while a worker starts, not in its first trial."""
+    import sweep.backend  # noqa: F401 - TensorFlow quietly, before mlflow.keras imports it
+
+    # isort: split
     import mlflow.keras  # noqa: F401
     import mlflow.pyfunc  # noqa: F401
 
@@ -100,6 +104,11 @@ class Run:
         self.client = client
         self.run_id = run_id
         self._metrics: list[Metric] = []
+        self.outcome: tuple[str, dict[str, Any]] = ("FINISHED", {})
+
+    def close_as(self, status: str, tags: dict[str, Any] | None = None) -> None:
+        """How `tracked_run` closes this run if its block ends without an exception."""
+        self.outcome = (status, dict(tags or {}))
 
     def log_params(self, params: dict[str, Any], tags: dict[str, Any] | None = None) -> None:
         """Params (and tags, if any) in as few writes as MLflow's 100-per-batch limit allows."""
@@ -199,6 +208,7 @@ class NullRun(Run):
     def __init__(self) -> None:
         self.run_id = None
         self._metrics = []
+        self.outcome = ("FINISHED", {})
 
     def log_params(self, params: dict[str, Any], tags: dict[str, Any] | None = None) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None: ...
@@ -212,6 +222,32 @@ class NullRun(Run):
         return ""
 
     def end(self, status: str = "FINISHED", tags: dict[str, Any] | None = None) -> None: ...
+
+
+@contextlib.contextmanager
+def tracked_run(
+    tracker: Tracker | NullTracker,
+    name: str,
+    parent_run_id: str | None = None,
+    tags: dict[str, Any] | None = None,
+    failed_tags: dict[str, Any] | None = None,
+) -> Iterator[Run]:
+    """Own one run from start to its final status, as `mlflow.start_run()` does.
+
+    The block's end closes it FINISHED (or as `run.close_as` said); an interrupt closes it KILLED
+    and any error FAILED, both with a `fail_reason` tag (plus `failed_tags`), and re-raises.
+    """
+    run = tracker.start_run(name, parent_run_id, tags)
+    try:
+        yield run
+    except KeyboardInterrupt:
+        run.end("KILLED", {**(failed_tags or {}), "fail_reason": "interrupted"})
+        raise
+    except BaseException as exc:
+        run.end("FAILED", {**(failed_tags or {}), "fail_reason": first_line(exc)})
+        raise
+    status, end_tags = run.outcome
+    run.end(status, end_tags)
 
 
 class Tracker:

@@ -1,0 +1,321 @@
+"""One way in and one way out for every command: `python -m sweep <command> ...`.
+
+The runner parses a command's arguments (Hydra overrides for the commands that compose `conf/`,
+options for the ones that read a past run or serve a store), resolves the store, runs the
+command's function, and turns every known failure into one line and an exit code from the one
+table in `sweep.errors`. `SWEEP_TRACEBACK=1` shows the traceback instead. Command functions take
+plain arguments and return an exit code: they never print errors or call `sys.exit`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sweep import interrupt
+from sweep.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    ConfigError,
+    SweepError,
+    first_line,
+)
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One argparse argument: its names and add_argument keywords."""
+
+    names: tuple[str, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def opt(*names: str, **kwargs: Any) -> Option:
+    return Option(names, kwargs)
+
+
+STORE_OPTIONS = (
+    opt("--store", help="folder of the local stores (default: $MLFLOW_TRACKING_URI, else mlruns)"),
+    opt("--tracking-uri", help="MLflow tracking URI (wins over --store)"),
+)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command: where its function lives and how its arguments are read.
+
+    `hydra` commands compose conf/ and get `(cfg, overrides)`; the others get their parsed
+    options as keywords, plus `store` (a `config.Store`) when `store` is set.
+    """
+
+    name: str
+    summary: str
+    target: str  # "module:function" under sweep, imported only when the command runs
+    hydra: bool = False
+    multirun: bool = False  # accepts Hydra's -m: every job of the grid runs and reports
+    options: tuple[Option, ...] = ()
+    store: bool = False
+
+    def function(self) -> Callable[..., int | None]:
+        module, name = self.target.split(":")
+        return getattr(importlib.import_module(f"sweep.{module}"), name)
+
+
+COMMANDS: dict[str, Command] = {
+    c.name: c
+    for c in (
+        Command("baseline", "one run of the configured model", "cli:baseline", True, multirun=True),
+        Command("sweep", "create or resume the study; search.jobs workers here", "cli:sweep", True),
+        Command("worker", "join the study on a shared storage and run trials", "cli:worker", True),
+        Command("report", "self-contained HTML report of a study", "report:main", True),
+        Command(
+            "rerun",
+            "train a past run again from its record and compare every metric",
+            "rerun:main",
+            options=(
+                opt("run_id", help="the MLflow run id to replay"),
+                opt(
+                    "--tolerance",
+                    type=float,
+                    help="relative tolerance; default exact when platform, versions and commit "
+                    "match, else 1e-3",
+                ),
+            ),
+            store=True,
+        ),
+        Command(
+            "robust",
+            "rerun a study's best trials with new seeds",
+            "robust:main",
+            options=(
+                opt("study", help="the Optuna study name (search.study_name)"),
+                opt("--top", type=int, default=5, help="how many of the best trials (5)"),
+                opt("--seeds", type=int, default=5, help="new seeds per trial (5)"),
+                opt("--storage", help="Optuna storage URL (default: sqlite:///<store>/optuna.db)"),
+            ),
+            store=True,
+        ),
+        Command(
+            "predict",
+            "the registered champion's predictions",
+            "registry:main",
+            options=(
+                opt("--model", default="sine-mlp", help="registered model name (sine-mlp)"),
+                opt("--alias", default="champion", help="alias to load (champion)"),
+                opt("--x", type=float, nargs="+", help="inputs (default -6..6)"),
+            ),
+            store=True,
+        ),
+        Command(
+            "ui",
+            "mlflow server over the store on 127.0.0.1; prints the runs table's address",
+            "ui:main",
+            options=(
+                opt("--port", type=int, default=5000, help="port to listen on (5000)"),
+                opt("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)"),
+            ),
+            store=True,
+        ),
+        Command(
+            "server",
+            "MLflow tracking server on PostgreSQL for workers on many machines",
+            "server:main",
+            options=(
+                opt("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)"),
+                opt("--port", type=int, default=5000),
+                opt(
+                    "--backend-store-uri",
+                    help="SQLAlchemy URL of the run database (default: $SWEEP_TRACKING_DB); "
+                    "keep the password in PGPASSWORD or ~/.pgpass",
+                ),
+                opt(
+                    "--artifacts-destination",
+                    default="mlruns/server-artifacts",
+                    help="a folder or an artifact URI such as s3://bucket",
+                ),
+                opt("--experiment", default="sine", help="experiment created before workers"),
+                opt("--workers", type=int, help="server processes (MLflow's default: 4)"),
+                opt("--allowed-hosts", help="extra Host headers to accept, e.g. mlflow.lab:5000"),
+                opt("--cors-allowed-origins", help="extra browser origins to allow"),
+            ),
+        ),
+    )
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: python -m sweep <command> [arguments]  (<command> --help for its own)", ""]
+    lines += [f"  {c.name:<{width}}  {c.summary}" for c in COMMANDS.values()]
+    lines += ["", "Hydra commands take key=value overrides, --cfg job, --help; baseline takes -m."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command line; returns its exit code (the one table in sweep.errors)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return EXIT_OK if argv else EXIT_USAGE
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        return report(ConfigError(f"unknown command {argv[0]!r}; one of: {', '.join(COMMANDS)}"))
+    if command.hydra:
+        return run_hydra(command, argv[1:])
+    return guard(lambda: run_plain(command, argv[1:]))
+
+
+def guard(work: Callable[[], int | None]) -> int:
+    """Run `work`; a known failure becomes one line and its exit code, a bug a masked traceback."""
+    try:
+        return work() or EXIT_OK
+    except SweepError as exc:
+        if os.environ.get("SWEEP_TRACEBACK"):
+            raise
+        return report(exc)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception:
+        from sweep.config import mask_text
+
+        print(mask_text(traceback.format_exc()), file=sys.stderr, end="")
+        return EXIT_FAILED
+
+
+def report(exc: SweepError) -> int:
+    """The one line a known failure prints; URL passwords masked."""
+    from sweep.config import mask_text
+
+    print(f"error: {mask_text(first_line(exc))}", file=sys.stderr)
+    return exc.exit_code
+
+
+# --------------------------------------------------------------------------- plain commands
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are ConfigErrors: one line and exit 2, like every bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def parser_for(command: Command) -> argparse.ArgumentParser:
+    parser = _Parser(prog=f"python -m sweep {command.name}", description=command.summary)
+    for option in (*command.options, *(STORE_OPTIONS if command.store else ())):
+        parser.add_argument(*option.names, **option.kwargs)
+    return parser
+
+
+def run_plain(command: Command, argv: list[str]) -> int | None:
+    """Parse options, resolve the store, call the command's function with keywords."""
+    from sweep.config import existing_store
+
+    try:
+        kwargs = vars(parser_for(command).parse_args(argv))
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    if command.store:
+        kwargs["store"] = existing_store(kwargs.pop("store"), kwargs.pop("tracking_uri"))
+    if command.name not in ("ui", "server"):  # those stop on Ctrl-C themselves, with exit 0
+        interrupt.install()
+    return command.function()(**kwargs)
+
+
+# --------------------------------------------------------------------------- Hydra commands
+
+
+class _Stop(BaseException):
+    """Carries an interrupt's exit code out through Hydra's multirun loop."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def run_hydra(command: Command, argv: list[str]) -> int:
+    """Compose conf/ with Hydra's own main (overrides, --cfg, --help, -m) and run each job."""
+    if not command.multirun and any(a in ("-m", "--multirun") for a in argv):
+        return report(
+            ConfigError(
+                f"`{command.name}` does not take -m: it runs one study over search.space; "
+                "a grid of single runs is `baseline -m key=a,b`"
+            )
+        )
+    codes: list[int] = []
+    task = _hydra_task(command, codes)
+    saved, os.environ["HYDRA_FULL_ERROR"] = os.environ.get("HYDRA_FULL_ERROR"), "1"
+    saved_argv, sys.argv = sys.argv, [f"sweep {command.name}", *argv]
+    try:
+        _hydra_main(task)
+    except _Stop as stop:
+        return stop.code
+    except SystemExit as exc:  # argparse inside Hydra (--help, a bad flag)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    except Exception as exc:  # Hydra's composition errors: a bad override or group option
+        return report(ConfigError(hydra_message(exc)))
+    finally:
+        sys.argv = saved_argv
+        _restore_env("HYDRA_FULL_ERROR", saved)
+    return next((c for c in codes if c), EXIT_OK)
+
+
+def _hydra_task(command: Command, codes: list[int]) -> Callable[[Any], None]:
+    """The function Hydra calls once per job: check the config, run, record the exit code."""
+
+    def task(raw: Any) -> None:
+        from sweep.config import prepare
+
+        interrupt.install()
+        code = guard(lambda: command.function()(prepare(raw), task_overrides()))
+        codes.append(code)
+        if code == EXIT_INTERRUPTED:
+            raise _Stop(code)
+
+    return task
+
+
+def _hydra_main(task: Callable[[Any], None]) -> None:
+    import hydra
+
+    hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")(task)()
+
+
+def task_overrides() -> list[str]:
+    """The command-line overrides of this job (recorded with every run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return []
+
+
+def hydra_message(exc: BaseException) -> str:
+    """Hydra's multi-line composition error as one line, without its search-path listing."""
+    text = str(exc).split("Config search path", 1)[0]
+    parts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not parts:
+        return type(exc).__name__
+    out = parts[0]
+    for before, line in zip(parts, parts[1:], strict=False):
+        out += (" " if before.endswith((":", ".")) else ", ") + line  # a list after "options:"
+    return out
+
+
+def _restore_env(key: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value

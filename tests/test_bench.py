@@ -1,4 +1,4 @@
-"""`make bench` on tiny sizes: each part runs, measures what it says, and the table reads right.
+"""`benchmarks/bench.py` on tiny sizes: each part runs, measures what it says, the table reads.
 
 No timing assertions: the numbers depend on a shared machine; `make bench` is the measurement.
 """
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep import bench
+from benchmarks import bench
 
 TINY = ("experiment=tiny",)
 
@@ -61,7 +61,7 @@ def test_memory_table_fails_on_growth():
 
 def test_render_is_a_markdown_table_per_part():
     sec = bench.Section("1. a part", [bench.Row("x", "1 s", ">= 2", "FAIL")], ["a note"])
-    text = bench.render([sec], ["`python -m sweep bench`"])
+    text = bench.render([sec], ["`python benchmarks/bench.py`"])
     assert "| measurement | value | target | result |" in text
     assert "| x | 1 s | >= 2 | FAIL |" in text and "_a note_" in text
 

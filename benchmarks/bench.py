@@ -8,6 +8,7 @@ Four parts, each runnable alone (`--only fit,trial,workers,memory`):
   workers  a fixed 12-trial study run by `python -m sweep sweep` with search.jobs=1 and =2;
   memory   a worker's resident memory over 30 study trials (VmRSS after each, VmHWM at the end).
 Not a test: it prints a markdown table with PASS/FAIL per target and writes it to --out.
+Run it as `python benchmarks/bench.py [--only ...]` (`make bench`); it is not part of the package.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 PARTS = ("fit", "trial", "workers", "memory")
 # Every trial of the trial and workers parts is the tutorial's configuration (no search space),
@@ -447,7 +448,9 @@ def say(text: str) -> None:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m sweep bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python benchmarks/bench.py", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--only", default=",".join(PARTS), help=f"comma list of: {','.join(PARTS)}")
     p.add_argument("--seeds", type=int, default=5, help="seeds for the fit part (default 5)")
     p.add_argument("--epochs", type=int, default=50, help="epochs in the fit part (default 50)")
@@ -494,14 +497,14 @@ def run_parts(args: argparse.Namespace, store: Path) -> list[Section]:
 
 
 def command(argv: Sequence[str]) -> int:
-    """`python -m sweep bench [--only ...]`: measure, print the table, write it to --out."""
+    """`python benchmarks/bench.py [--only ...]`: measure, print the table, write it to --out."""
     args = parse_args(argv)
     started, load_before = dt.datetime.now(dt.UTC), load()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
         sections = run_parts(args, Path(tmp))
     header = [
-        f"`python -m sweep bench {' '.join(argv)}`".replace(" `", "`"),
+        f"`python benchmarks/bench.py {' '.join(argv)}`".replace(" `", "`"),
         f"{started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, load average before "
         f"{load_before}, after {load()}, {time.perf_counter() - t0:.0f} s in all.",
     ]
@@ -512,3 +515,7 @@ def command(argv: Sequence[str]) -> int:
     say("\n" + table + f"\n(written to {out})")
     failed = any(r.verdict == "FAIL" for s in sections for r in s.rows)
     return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(command(sys.argv[1:]))

@@ -57,7 +57,7 @@ test-fast: $(STAMP) ## The tests not marked slow, for quick iteration
 	$(PY) -m pytest -m "not slow"
 
 bench: $(STAMP) ## Measure the speed targets (fit vs loop, trial overhead, 1 vs 2 workers, memory); ARGS="--only fit --seeds 2"
-	$(PY) -m sweep bench $(ARGS)
+	$(PY) benchmarks/bench.py $(ARGS)
 
 lint: $(STAMP) ## ruff lint and format check
 	$(VENV)/bin/ruff check src tests

@@ -1,4 +1,4 @@
-"""`make bench` on tiny sizes: each part runs, measures what it says, and the table reads right.
+"""`benchmarks/bench.py` on tiny sizes: each part runs, measures what it says, the table reads.
 
 No timing assertions: the numbers depend on a shared machine; `make bench` is the measurement.
 """
@@ -6,11 +6,15 @@ No timing assertions: the numbers depend on a shared machine; `make bench` is th
 from __future__ import annotations
 
 import math
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from sweep import bench
+from benchmarks import bench
+from tests.conftest import ROOT, clean_env
 
 TINY = ("experiment=tiny",)
 
@@ -45,6 +49,19 @@ def test_trial_part_times_trials_with_and_without_tracking(tmp_path: Path):
     assert added.verdict in ("PASS", "FAIL") and added.value.endswith("%")
 
 
+def test_workers_table_rates_over_the_span_and_the_wall_clock():
+    one = {"trials": 12, "span": 12.0, "wall": 18.0, "runs": 2}
+    ok = bench.workers_section(one, {"trials": 12, "span": 6.5, "wall": 19.0}, 50)
+    rows = {r.what: r for r in ok.rows}
+    assert rows["1 worker (`search.jobs=1`)"].value.startswith("60.0 trials/min (12.0 s")
+    assert rows["2 workers / 1 worker"].value == "1.85x"
+    assert rows["2 workers / 1 worker"].verdict == "PASS"
+    assert rows["same, counting process start-up (wall clock)"].value == "0.95x"
+    assert ok.notes[0].startswith("best of 2 runs each")
+    bad = bench.workers_section(one, {"trials": 12, "span": 8.0, "wall": 20.0}, 50)
+    assert [r.verdict for r in bad.rows if r.verdict] == ["FAIL"]  # 1.5x
+
+
 def test_memory_worker_samples_rss_after_every_trial(tmp_path: Path):
     samples = bench.memory_worker(str(tmp_path), trials=3, epochs=1, overrides=TINY)
     assert [s["trial"] for s in samples] == [0, 1, 2, 3]
@@ -61,7 +78,7 @@ def test_memory_table_fails_on_growth():
 
 def test_render_is_a_markdown_table_per_part():
     sec = bench.Section("1. a part", [bench.Row("x", "1 s", ">= 2", "FAIL")], ["a note"])
-    text = bench.render([sec], ["`python -m sweep bench`"])
+    text = bench.render([sec], ["`python benchmarks/bench.py`"])
     assert "| measurement | value | target | result |" in text
     assert "| x | 1 s | >= 2 | FAIL |" in text and "_a note_" in text
 
@@ -73,20 +90,31 @@ def test_unknown_part_is_refused():
 
 
 @pytest.mark.slow
-def test_command_runs_the_workers_part_and_writes_the_table(tmp_path: Path):
+def test_main_runs_the_workers_part_and_writes_the_table(tmp_path: Path):
     out = tmp_path / "bench.md"
-    argv = [
-        "--only",
-        "workers",
-        "--worker-trials",
-        "2",
-        "--worker-epochs",
-        "1",
-        "--worker-repeats",
-        "1",
-    ]
-    code = bench.command([*argv, "--set", "experiment=tiny", "--out", str(out)])
+    argv = shlex.split("--only workers --worker-trials 2 --worker-epochs 1 --worker-repeats 1")
+    code = bench.main([*argv, "--set", "experiment=tiny", "--out", str(out)])
     text = out.read_text()
     assert code in (0, 1)  # a verdict, not a crash; timing is not asserted here
     assert "1 worker (`search.jobs=1`)" in text and "2 workers / 1 worker" in text
     assert ("PASS" in text) != ("FAIL" in text)
+
+
+@pytest.mark.slow
+def test_script_runs_from_its_own_folder_and_writes_the_table(tmp_path: Path):
+    out = tmp_path / "bench.md"
+    argv = shlex.split("--only fit --seeds 1 --epochs 1 --no-xla --set experiment=tiny")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), *argv, "--out", str(out)],
+        cwd=tmp_path,  # not the repo root: the script finds conf/ from its own path
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode in (0, 1), proc.stdout + proc.stderr  # a verdict (0 or 1) ...
+    assert "Traceback" not in proc.stderr, proc.stderr  # ... not a crash, which also exits 1
+    text = out.read_text()
+    assert text.startswith("`python benchmarks/bench.py --only fit --seeds 1")
+    assert "**1. `model.fit` vs our compiled loop (1 epochs, median of 1 seeds)**" in text
+    assert "| speed-up |" in text and text in proc.stdout

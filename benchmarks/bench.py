@@ -8,6 +8,7 @@ Four parts, each runnable alone (`--only fit,trial,workers,memory`):
   workers  a fixed 12-trial study run by `python -m sweep sweep` with search.jobs=1 and =2;
   memory   a worker's resident memory over 30 study trials (VmRSS after each, VmHWM at the end).
 Not a test: it prints a markdown table with PASS/FAIL per target and writes it to --out.
+Run it as `python benchmarks/bench.py [--only ...]` (`make bench`); it is not part of the package.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -29,9 +31,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
-PARTS = ("fit", "trial", "workers", "memory")
 # Every trial of the trial and workers parts is the tutorial's configuration (no search space),
 # so one worker and two workers do exactly the same work.
 FIXED_SPACE = ("~search.space.model", "~search.space.optimizer")
@@ -50,6 +51,8 @@ class Row:
 
 @dataclass
 class Section:
+    """One part's table: a bold title, its rows, and notes printed in italics under it."""
+
     title: str
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -78,6 +81,25 @@ def store_overrides(store: Path) -> list[str]:
     ]
 
 
+def open_bench_sweep(store: Path, *overrides: str) -> Any:
+    """A real study (and its parent run) on `store`, opened as a worker opens it."""
+    from sweep.study import open_sweep
+
+    return open_sweep(compose_cfg(store, *overrides), ["bench"])
+
+
+@contextmanager
+def background_writes() -> Iterator[None]:
+    """Artifacts written by the background thread, as in `run_worker`; always switched off after."""
+    from sweep.tracking import write_in_background
+
+    write_in_background(True)
+    try:
+        yield
+    finally:
+        write_in_background(False)
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """This shell's environment without MLFLOW_* (the bench must not write to a user's server)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
@@ -86,6 +108,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def verdict(ok: bool) -> str:
+    """The result column of a row that has a target."""
     return "PASS" if ok else "FAIL"
 
 
@@ -107,30 +130,38 @@ def load() -> str:
 # --------------------------------------------------------------------------- 1. fit vs loop
 
 
-def time_fit(seed: int, data: Any, epochs: int, batch_size: int) -> tuple[float, float]:
-    """Seconds and final training MSE of the tutorial's compile + fit + evaluate."""
+def timed_training(seed: int, fit: Callable[[Any], float]) -> tuple[float, float]:
+    """Seconds and final training MSE of `fit` on the tutorial's 4x20 tanh MLP, fresh from `seed`.
+
+    Only `fit` is timed: both contenders start from the same untrained model.
+    """
     from sweep.model import build_mlp
-    from sweep.training import fit_like_tutorial, reset_state
+    from sweep.training import reset_state
 
     reset_state(seed)
     model = build_mlp(4, 20, "tanh")
     start = time.perf_counter()
-    train_mse = fit_like_tutorial(model, data, epochs, batch_size)
+    train_mse = fit(model)
     return time.perf_counter() - start, train_mse
 
 
-def time_loop(seed: int, data: Any, epochs: int, batch_size: int, jit: bool) -> tuple[float, float]:
-    """Seconds and final training MSE of our compiled loop, tracing included."""
-    from sweep.model import build_mlp, build_optimizer
-    from sweep.training import reset_state, train
+def time_fit(seed: int, data: Any, epochs: int, batch_size: int) -> tuple[float, float]:
+    """The tutorial's compile + fit + evaluate: the reference our loop must beat."""
+    from sweep.training import fit_like_tutorial
 
-    reset_state(seed)
-    model = build_mlp(4, 20, "tanh")
-    start = time.perf_counter()
-    result = train(
-        model, build_optimizer("sgd", 0.01), data, epochs, batch_size, seed, jit_compile=jit
-    )
-    return time.perf_counter() - start, result.train_mse
+    return timed_training(seed, lambda model: fit_like_tutorial(model, data, epochs, batch_size))
+
+
+def time_loop(seed: int, data: Any, epochs: int, batch_size: int, jit: bool) -> tuple[float, float]:
+    """Our compiled loop, tracing and the optimizer's creation included, as a trial pays them."""
+    from sweep.model import build_optimizer
+    from sweep.training import train
+
+    def fit(model: Any) -> float:
+        opt = build_optimizer("sgd", 0.01)
+        return train(model, opt, data, epochs, batch_size, seed, jit_compile=jit).train_mse
+
+    return timed_training(seed, fit)
 
 
 def bench_fit(
@@ -161,6 +192,7 @@ def bench_fit(
 
 
 def fit_section(r: dict[str, list[float]], epochs: int) -> Section:
+    """Medians over seeds: a shared machine's one slow seed should not decide the verdict."""
     med = {k: statistics.median(v) for k, v in r.items()}
     speedup = med["fit_s"] / med["loop_s"]
     ratio = max(med["fit_mse"], med["loop_mse"]) / min(med["fit_mse"], med["loop_mse"])
@@ -200,13 +232,12 @@ def bench_trial(store: Path, measured: int, overrides: Sequence[str] = ()) -> di
     One warm-up trial each, then blocks of `measured // 2` trials per mode, twice (A B A B), each
     block timed until its last artifact is written; the difference is what tracking adds.
     """
-    from sweep.tracking import warm_up, write_in_background
+    from sweep.tracking import warm_up
 
     sweeps = {m: _trial_sweep(store / m, m, measured, overrides) for m in ("mlflow", "none")}
     walls, ids, block = {"mlflow": 0.0, "none": 0.0}, [], max(1, measured // 2)
     warm_up()  # as `run_worker` does
-    write_in_background(True)
-    try:
+    with background_writes():
         first = _timed_trials(sweeps["mlflow"], 1)
         _timed_trials(sweeps["none"], 1)
         for _ in range(2):
@@ -214,17 +245,14 @@ def bench_trial(store: Path, measured: int, overrides: Sequence[str] = ()) -> di
                 seconds, run_ids = _timed_trials(sweep, block)
                 walls[mode] += seconds
                 ids += run_ids if mode == "mlflow" else []
-    finally:
-        write_in_background(False)
     client = sweeps["mlflow"].tracker.client
     n = 2 * block
-    train = [client.get_run(i).data.metrics["train_seconds"] for i in ids]
     return {
         "first_wall": first[0],
-        "first_train": client.get_run(first[1][0]).data.metrics["train_seconds"],
+        "first_train": _train_seconds(client, first[1][0]),
         "wall": walls["mlflow"] / n,
         "wall_none": walls["none"] / n,
-        "train": sum(train) / n,
+        "train": sum(_train_seconds(client, i) for i in ids) / n,
         "bare": _bare_loop(sweeps["none"].cfg),
         "n": n,
         "artifacts": sorted(a.path for a in client.list_artifacts(ids[-1])),
@@ -232,13 +260,16 @@ def bench_trial(store: Path, measured: int, overrides: Sequence[str] = ()) -> di
 
 
 def _trial_sweep(store: Path, tracking: str, measured: int, overrides: Sequence[str]) -> Any:
-    from sweep import study as st
-
+    """A study sized for the warm-up trial plus two blocks, every trial the tutorial's."""
     n = 2 * max(1, measured // 2) + 1
-    cfg = compose_cfg(
+    return open_bench_sweep(
         store, *FIXED_SPACE, *overrides, f"tracking={tracking}", f"search.n_trials={n}"
     )
-    return st.open_sweep(cfg, ["bench"])
+
+
+def _train_seconds(client: Any, run_id: str) -> float:
+    """The loop's own time of one trial, as its run recorded it."""
+    return client.get_run(run_id).data.metrics["train_seconds"]
 
 
 def _timed_trials(sweep: Any, n: int) -> tuple[float, list[str]]:
@@ -270,6 +301,7 @@ def _bare_loop(cfg: DictConfig) -> float:
 
 
 def trial_section(r: dict[str, Any]) -> Section:
+    """Tracking's cost as a share of training, the number the 30% target is about."""
     added = (r["wall"] - r["wall_none"]) / r["train"]
     outside = r["wall"] / r["train"] - 1
     sec = Section(
@@ -326,25 +358,22 @@ def bench_workers(
 
 
 def best_workers(
-    store: Path, repeats: int, args: argparse.Namespace, overrides: Sequence[str]
+    store: Path, repeats: int, trials: int, epochs: int, overrides: Sequence[str] = ()
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """Rounds of 1 worker then 2 workers; the fastest run of each (a shared machine only ever
-    slows a run down, so the best one is the closest to what the code can do)."""
+    """The fastest of `repeats` runs each: a shared machine only ever slows a run down."""
     runs: dict[int, list[dict[str, float]]] = {1: [], 2: []}
     for i in range(repeats):
         for jobs in (1, 2):
             where = store / f"round{i}"
-            runs[jobs].append(
-                bench_workers(where, jobs, args.worker_trials, args.worker_epochs, overrides)
-            )
+            runs[jobs].append(bench_workers(where, jobs, trials, epochs, overrides))
             say(f"  workers part: round {i}, {jobs} worker(s): {runs[jobs][-1]['span']:.1f} s")
     one, two = (min(runs[j], key=lambda r: r["span"]) for j in (1, 2))
     return {**one, "runs": len(runs[1])}, two
 
 
 def workers_section(one: dict[str, float], two: dict[str, float], epochs: int) -> Section:
-    rate = {k: 60 * r["trials"] / r["span"] for k, r in (("1", one), ("2", two))}
-    wall_rate = {k: 60 * r["trials"] / r["wall"] for k, r in (("1", one), ("2", two))}
+    """Trials per minute over the trials' span, and over the wall clock for the start-up cost."""
+    rate = {"1": per_minute(one, "span"), "2": per_minute(two, "span")}
     scaling = rate["2"] / rate["1"]
     n = int(one["trials"])
     sec = Section(
@@ -356,7 +385,7 @@ def workers_section(one: dict[str, float], two: dict[str, float], epochs: int) -
         Row("2 workers / 1 worker", f"{scaling:.2f}x", f">= {TARGETS['scaling']:g}x",
             verdict(scaling >= TARGETS["scaling"])),
         Row("same, counting process start-up (wall clock)",
-            f"{wall_rate['2'] / wall_rate['1']:.2f}x"),
+            f"{per_minute(two, 'wall') / per_minute(one, 'wall'):.2f}x"),
     ]  # fmt: skip
     sec.notes.append(
         f"best of {int(one.get('runs', 1))} runs each, alternating 1 and 2 workers. "
@@ -367,7 +396,13 @@ def workers_section(one: dict[str, float], two: dict[str, float], epochs: int) -
     return sec
 
 
+def per_minute(r: dict[str, float], seconds: str) -> float:
+    """Trials per minute of one workers run over its `span` or its `wall` seconds."""
+    return 60 * r["trials"] / r[seconds]
+
+
 def _rate_text(rate: float, r: dict[str, float]) -> str:
+    """The value cell of a workers row: the rate and the two times it comes from."""
     return f"{rate:.1f} trials/min ({r['span']:.1f} s of trials, {r['wall']:.1f} s wall)"
 
 
@@ -378,23 +413,18 @@ def memory_worker(
     store: str, trials: int, epochs: int, overrides: Sequence[str] = ()
 ) -> list[dict[str, float]]:
     """In a fresh process: a real study's trials one after another, memory after each."""
-    from sweep import study as st
     from sweep import worker
-    from sweep.tracking import drain, write_in_background
+    from sweep.tracking import drain
 
-    cfg = compose_cfg(
+    sweep = open_bench_sweep(
         Path(store), *overrides, f"search.n_trials={trials}", f"trainer.epochs={epochs}"
     )
-    sweep = st.open_sweep(cfg, ["bench"])
     samples = [{"trial": 0, **memory_mb()}]
-    write_in_background(True)  # as `run_worker` does
-    try:
+    with background_writes():
         while (trial := worker.next_trial(sweep)) is not None:
             worker.run_trial(sweep, trial, prefix="  memory part: ")
             drain()
             samples.append({"trial": len(samples), **memory_mb()})
-    finally:
-        write_in_background(False)
     return samples
 
 
@@ -408,6 +438,7 @@ def bench_memory(
 
 
 def memory_section(samples: list[dict[str, float]], epochs: int) -> Section:
+    """Growth from trial 5 to 30, past the first trials' one-off allocations (clamped if fewer)."""
     at = {int(s["trial"]): s for s in samples}
     last = max(at)
     early, late = min(5, last), min(30, last)
@@ -428,6 +459,44 @@ def memory_section(samples: list[dict[str, float]], epochs: int) -> Section:
     return sec
 
 
+# --------------------------------------------------------------------------- the parts
+
+
+def fit_part(args: argparse.Namespace, store: Path) -> Section:
+    """Part 1 at the command line's sizes."""
+    fit = bench_fit(args.seeds, args.epochs, not args.no_xla, store / "fit", args.set)
+    return fit_section(fit, args.epochs)
+
+
+def trial_part(args: argparse.Namespace, store: Path) -> Section:
+    """Part 2 at the command line's sizes."""
+    return trial_section(bench_trial(store / "trial", args.trial_trials, args.set))
+
+
+def workers_part(args: argparse.Namespace, store: Path) -> Section:
+    """Part 3 at the command line's sizes."""
+    repeats, trials, epochs = args.worker_repeats, args.worker_trials, args.worker_epochs
+    one, two = best_workers(store, repeats, trials, epochs, args.set)
+    return workers_section(one, two, args.worker_epochs)
+
+
+def memory_part(args: argparse.Namespace, store: Path) -> Section:
+    """Part 4 at the command line's sizes."""
+    samples = bench_memory(store, args.memory_trials, args.memory_epochs, args.set)
+    return memory_section(samples, args.memory_epochs)
+
+
+PartRunner = Callable[[argparse.Namespace, Path], Section]
+# name for --only -> (what the progress line says, the part), in the table's order
+PART_RUNNERS: dict[str, tuple[str, PartRunner]] = {
+    "fit": ("model.fit vs our loop", fit_part),
+    "trial": ("trials with all tracking", trial_part),
+    "workers": ("1 worker, then 2 workers", workers_part),
+    "memory": ("a worker's RSS over a study", memory_part),
+}
+PARTS = tuple(PART_RUNNERS)
+
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -443,11 +512,15 @@ def render(sections: Sequence[Section], header: Sequence[str]) -> str:
 
 
 def say(text: str) -> None:
+    """Progress on the terminal as it happens, even when piped."""
     print(text, flush=True)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m sweep bench", description=__doc__.split("\n")[0])
+    """The sizes of every part; an unknown part is refused before anything loads."""
+    p = argparse.ArgumentParser(
+        prog="python benchmarks/bench.py", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--only", default=",".join(PARTS), help=f"comma list of: {','.join(PARTS)}")
     p.add_argument("--seeds", type=int, default=5, help="seeds for the fit part (default 5)")
     p.add_argument("--epochs", type=int, default=50, help="epochs in the fit part (default 50)")
@@ -474,34 +547,24 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def run_parts(args: argparse.Namespace, store: Path) -> list[Section]:
+    """The chosen parts, always in table order, each on its own temporary stores."""
     sections = []
-    if "fit" in args.parts:
-        say("fit part: model.fit vs our loop ...")
-        fit = bench_fit(args.seeds, args.epochs, not args.no_xla, store / "fit", args.set)
-        sections.append(fit_section(fit, args.epochs))
-    if "trial" in args.parts:
-        say("trial part: trials with all tracking ...")
-        sections.append(trial_section(bench_trial(store / "trial", args.trial_trials, args.set)))
-    if "workers" in args.parts:
-        say("workers part: 1 worker, then 2 workers ...")
-        one, two = best_workers(store, args.worker_repeats, args, args.set)
-        sections.append(workers_section(one, two, args.worker_epochs))
-    if "memory" in args.parts:
-        say("memory part: a worker's RSS over a study ...")
-        samples = bench_memory(store, args.memory_trials, args.memory_epochs, args.set)
-        sections.append(memory_section(samples, args.memory_epochs))
+    for name, (what, run) in PART_RUNNERS.items():
+        if name in args.parts:
+            say(f"{name} part: {what} ...")
+            sections.append(run(args, store))
     return sections
 
 
-def command(argv: Sequence[str]) -> int:
-    """`python -m sweep bench [--only ...]`: measure, print the table, write it to --out."""
+def main(argv: Sequence[str]) -> int:
+    """Measure, print the table, write it to --out; exit 1 if any target failed."""
     args = parse_args(argv)
     started, load_before = dt.datetime.now(dt.UTC), load()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
         sections = run_parts(args, Path(tmp))
     header = [
-        f"`python -m sweep bench {' '.join(argv)}`".replace(" `", "`"),
+        f"`python benchmarks/bench.py {' '.join(argv)}`".replace(" `", "`"),
         f"{started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, load average before "
         f"{load_before}, after {load()}, {time.perf_counter() - t0:.0f} s in all.",
     ]
@@ -512,3 +575,7 @@ def command(argv: Sequence[str]) -> int:
     say("\n" + table + f"\n(written to {out})")
     failed = any(r.verdict == "FAIL" for s in sections for r in s.rows)
     return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""Measuring tools kept beside the code they measure, outside the installed package."""

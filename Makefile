@@ -60,12 +60,12 @@ bench: $(STAMP) ## Measure the speed targets (fit vs loop, trial overhead, 1 vs 
 	$(PY) benchmarks/bench.py $(ARGS)
 
 lint: $(STAMP) ## ruff lint and format check
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 
 format: $(STAMP) ## ruff format and safe fixes
-	$(VENV)/bin/ruff check --fix src tests
-	$(VENV)/bin/ruff format src tests
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks
 
 clean: ## Delete the local stores under mlruns/ (asks first)
 	@read -p "delete everything under mlruns/? [y/N] " ok && [ "$$ok" = y ] && find mlruns -mindepth 1 ! -name .gitkeep -delete || true

@@ -232,7 +232,7 @@ def bench_trial(store: Path, measured: int, overrides: Sequence[str] = ()) -> di
     One warm-up trial each, then blocks of `measured // 2` trials per mode, twice (A B A B), each
     block timed until its last artifact is written; the difference is what tracking adds.
     """
-    from sweep.tracking import warm_up
+    from sweep.tracking import Reader, warm_up
 
     sweeps = {m: _trial_sweep(store / m, m, measured, overrides) for m in ("mlflow", "none")}
     walls, ids, block = {"mlflow": 0.0, "none": 0.0}, [], max(1, measured // 2)
@@ -245,17 +245,17 @@ def bench_trial(store: Path, measured: int, overrides: Sequence[str] = ()) -> di
                 seconds, run_ids = _timed_trials(sweep, block)
                 walls[mode] += seconds
                 ids += run_ids if mode == "mlflow" else []
-    client = sweeps["mlflow"].tracker.client
+    reader = Reader(sweeps["mlflow"].tracker.uri)
     n = 2 * block
     return {
         "first_wall": first[0],
-        "first_train": _train_seconds(client, first[1][0]),
+        "first_train": _train_seconds(reader, first[1][0]),
         "wall": walls["mlflow"] / n,
         "wall_none": walls["none"] / n,
-        "train": sum(_train_seconds(client, i) for i in ids) / n,
+        "train": sum(_train_seconds(reader, i) for i in ids) / n,
         "bare": _bare_loop(sweeps["none"].cfg),
         "n": n,
-        "artifacts": sorted(a.path for a in client.list_artifacts(ids[-1])),
+        "artifacts": sorted(reader.artifact_names(reader.run(ids[-1]))),
     }
 
 
@@ -267,9 +267,9 @@ def _trial_sweep(store: Path, tracking: str, measured: int, overrides: Sequence[
     )
 
 
-def _train_seconds(client: Any, run_id: str) -> float:
+def _train_seconds(reader: Any, run_id: str) -> float:
     """The loop's own time of one trial, as its run recorded it."""
-    return client.get_run(run_id).data.metrics["train_seconds"]
+    return reader.run(run_id).data.metrics["train_seconds"]
 
 
 def _timed_trials(sweep: Any, n: int) -> tuple[float, list[str]]:

@@ -121,15 +121,15 @@ def time_fit(seed: int, data: Any, epochs: int, batch_size: int) -> tuple[float,
 
 def time_loop(seed: int, data: Any, epochs: int, batch_size: int, jit: bool) -> tuple[float, float]:
     """Seconds and final training MSE of our compiled loop, tracing included."""
-    from sweep.model import build_mlp, build_optimizer
+    from keras.optimizers import SGD
+
+    from sweep.model import build_mlp
     from sweep.training import reset_state, train
 
     reset_state(seed)
     model = build_mlp(4, 20, "tanh")
     start = time.perf_counter()
-    result = train(
-        model, build_optimizer("sgd", 0.01), data, epochs, batch_size, seed, jit_compile=jit
-    )
+    result = train(model, SGD(learning_rate=0.01), data, epochs, batch_size, seed, jit_compile=jit)
     return time.perf_counter() - start, result.train_mse
 
 
@@ -258,15 +258,16 @@ def _timed_trials(sweep: Any, n: int) -> tuple[float, list[str]]:
 
 def _bare_loop(cfg: DictConfig) -> float:
     """The same training with no hooks and no tracking: what the trial's hooks cost on top."""
-    from sweep.model import build_mlp, build_optimizer
+    from sweep.objects import build
     from sweep.pipeline import dataset_for
     from sweep.training import reset_state, train
 
     reset_state(cfg.seed)
-    model = build_mlp(cfg.model.depth, cfg.model.width, cfg.model.activation)
-    opt = build_optimizer(cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.momentum)
+    data = dataset_for(cfg)
+    model = build(cfg.model, "model", input_dim=data.train.x.shape[1])
+    opt = build(cfg.optimizer, "optimizer")
     t = cfg.trainer
-    return train(model, opt, dataset_for(cfg), t.epochs, t.batch_size, cfg.seed).seconds
+    return train(model, opt, data, t.epochs, t.batch_size, cfg.seed).seconds
 
 
 def trial_section(r: dict[str, Any]) -> Section:

@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.config import Store, existing_store, mask_url, sqlite_path
+from sweep.config import Store, existing_store, mask_url, sqlite_path, upgrade_record
 from sweep.errors import ConfigError, first_line
 
 EXIT_SAME, EXIT_DIFFERS, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -44,8 +44,7 @@ REQUIRED_KEYS = (
     "model.depth",
     "model.width",
     "model.activation",
-    "optimizer.name",
-    "optimizer.lr",
+    "optimizer",  # its keys differ before and after `_target_`; upgrade_record maps them
     "trainer.epochs",
     "trainer.batch_size",
     "trainer.deterministic",
@@ -152,7 +151,7 @@ def _download_text(client: Any, run: Any, name: str) -> str:
 
 def rerun_config(cfg: DictConfig, store: Store, seed: int | None = None) -> DictConfig:
     """The record's config with today's store as the tracking target (and optionally a new seed)."""
-    out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    out = upgrade_record(cfg)
     OmegaConf.update(out, "tracking.enabled", True, force_add=True)
     OmegaConf.update(out, "tracking.uri", store.uri, force_add=True)
     OmegaConf.update(out, "tracking.artifact_root", store.artifact_root, force_add=True)

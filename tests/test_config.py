@@ -10,6 +10,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.config import (
+    OLD_PRUNERS,
+    OLD_SAMPLERS,
     existing_store,
     flatten,
     mask_url,
@@ -18,6 +20,7 @@ from sweep.config import (
     upgrade_record,
 )
 from sweep.errors import ConfigError
+from sweep.objects import build
 from sweep.replay import rerun_config
 from tests.conftest import sweep_cmd
 
@@ -159,3 +162,16 @@ def test_rerun_config_upgrades_an_old_record(compose_cfg, tmp_path):
     cfg = rerun_config(old_record(prepare(compose_cfg())), store_location(tmp_path / "new"))
     assert (cfg.optimizer._target_, cfg.optimizer.learning_rate) == ("keras.optimizers.SGD", 0.01)
     assert cfg.model._target_ == "sweep.model.build_mlp"
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.parametrize(
+    ("key", "name"),
+    [("sampler", n) for n in OLD_SAMPLERS] + [("pruner", n) for n in OLD_PRUNERS],
+)
+def test_every_old_sampler_and_pruner_name_upgrades_to_one_that_builds(compose_cfg, key, name):
+    record = old_record(prepare(compose_cfg()))
+    old = {"name": name, "seed": 0, "n_startup_trials": 5, "n_warmup_steps": 5}
+    record.search[key] = old | ({"percentile": 25.0} if name == "percentile" else {})
+    spec = upgrade_record(record).search[key]
+    assert type(build(spec, f"search.{key}")).__name__ == spec._target_.rsplit(".", 1)[1]

@@ -154,11 +154,11 @@ def time_fit(seed: int, data: Any, epochs: int, batch_size: int) -> tuple[float,
 
 def time_loop(seed: int, data: Any, epochs: int, batch_size: int, jit: bool) -> tuple[float, float]:
     """Our compiled loop, tracing and the optimizer's creation included, as a trial pays them."""
-    from sweep.model import build_optimizer
+    from sweep.backend import keras
     from sweep.training import train
 
     def fit(model: Any) -> float:
-        opt = build_optimizer("sgd", 0.01)
+        opt = keras.optimizers.SGD(learning_rate=0.01)
         return train(model, opt, data, epochs, batch_size, seed, jit_compile=jit).train_mse
 
     return timed_training(seed, fit)
@@ -289,15 +289,16 @@ def _timed_trials(sweep: Any, n: int) -> tuple[float, list[str]]:
 
 def _bare_loop(cfg: DictConfig) -> float:
     """The same training with no hooks and no tracking: what the trial's hooks cost on top."""
-    from sweep.model import build_mlp, build_optimizer
+    from sweep.objects import build
     from sweep.pipeline import dataset_for
     from sweep.training import reset_state, train
 
     reset_state(cfg.seed)
-    model = build_mlp(cfg.model.depth, cfg.model.width, cfg.model.activation)
-    opt = build_optimizer(cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.momentum)
+    data = dataset_for(cfg)
+    model = build(cfg.model, "model", input_dim=data.train.x.shape[1])
+    opt = build(cfg.optimizer, "optimizer")
     t = cfg.trainer
-    return train(model, opt, dataset_for(cfg), t.epochs, t.batch_size, cfg.seed).seconds
+    return train(model, opt, data, t.epochs, t.batch_size, cfg.seed).seconds
 
 
 def trial_section(r: dict[str, Any]) -> Section:

@@ -80,7 +80,7 @@ def tiny_sweep_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny real sweep (5 trials, no pruning), shared by the UI, report and registry tests."""
     store = tmp_path_factory.mktemp("tiny-sweep")
     out = run_cli(
-        "sweep", "experiment=tiny", "search.n_trials=5", "search.pruner.name=none", store=store
+        "sweep", "experiment=tiny", "search.n_trials=5", "search/pruner=none", store=store
     )
     assert out.returncode == 0, out.stdout + out.stderr
     return store

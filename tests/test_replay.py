@@ -208,7 +208,7 @@ def test_sweep_trial_rerun_is_identical_though_conf_changed(swept, changed_conf)
     assert_identical_rerun(swept, run_id, out)
     params = replayed_run(swept, run_id).data.params
     assert params["model.depth"] == str(trial.params["model.depth"])
-    assert float(params["optimizer.lr"]) == trial.params["optimizer.lr"]
+    assert float(params["optimizer.learning_rate"]) == trial.params["optimizer.learning_rate"]
 
 
 @pytest.mark.slow

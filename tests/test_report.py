@@ -15,13 +15,16 @@ from tests.test_ui_browser import chromium, screenshot
 
 def test_parallel_coordinates_takes_categorical_and_log_axes():
     fig = plots.parallel_coordinates_figure(
-        {"model.activation": ["tanh", "elu", "tanh"], "optimizer.lr": [0.001, 0.01, 0.1]},
+        {
+            "model.activation": ["tanh", "elu", "tanh"],
+            "optimizer.learning_rate": [0.001, 0.01, 0.1],
+        },
         [0.5, 0.05, 0.2],
-        log_axes=["optimizer.lr"],
+        log_axes=["optimizer.learning_rate"],
         highlight={"best": 1},
     )
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
-    assert labels == ["model.activation", "optimizer.lr (log)", "val MSE (log)"]
+    assert labels == ["model.activation", "optimizer.learning_rate (log)", "val MSE (log)"]
     best_line = fig.axes[0].get_lines()[-1 - 3]  # the highlight, drawn before the 3 axis lines
     assert list(best_line.get_ydata()) == pytest.approx([0.0, 0.5, 0.0])  # elu, mid lr, best
     plots.close(fig)

@@ -35,7 +35,7 @@ def test_expression_maps_to_distribution(expr, expected):
         ({"model": {"depth": "interval(1,"}}, "cannot parse"),
         ({"model.depth": "3"}, "is a single value"),
         ({"model.depht": "choice(1, 2)"}, "'model.depht' does not exist"),
-        ({"optimizer.lr": "tag(log, interval(0, 1))"}, "positive low bound"),
+        ({"optimizer.learning_rate": "tag(log, interval(0, 1))"}, "positive low bound"),
     ],
 )
 def test_bad_space_names_the_key(compose_cfg, space, message):
@@ -47,20 +47,25 @@ def test_bad_space_names_the_key(compose_cfg, space, message):
 def test_default_space_contains_the_baseline(compose_cfg):
     cfg = prepare(compose_cfg())
     space = parse_space(cfg.search.space, cfg)
-    assert set(space) == {"model.depth", "model.width", "model.activation", "optimizer.lr"}
+    assert set(space) == {
+        "model.depth",
+        "model.width",
+        "model.activation",
+        "optimizer.learning_rate",
+    }
     assert {"tanh", "relu", "sigmoid", "elu"} <= set(space["model.activation"].choices)
     assert baseline_params(cfg, space) == {
         "model.depth": 4,
         "model.width": 20,
         "model.activation": "tanh",
-        "optimizer.lr": 0.01,
+        "optimizer.learning_rate": 0.01,
     }
 
 
 def test_apply_params_sets_dotted_keys(compose_cfg):
     cfg = prepare(compose_cfg())
-    out = apply_params(cfg, {"model.depth": 2, "optimizer.lr": 0.05})
-    assert (out.model.depth, out.optimizer.lr, cfg.model.depth) == (2, 0.05, 4)
+    out = apply_params(cfg, {"model.depth": 2, "optimizer.learning_rate": 0.05})
+    assert (out.model.depth, out.optimizer.learning_rate, cfg.model.depth) == (2, 0.05, 4)
 
 
 def test_fingerprint_ignores_trial_count_but_not_the_space(compose_cfg):

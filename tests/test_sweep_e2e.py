@@ -33,7 +33,7 @@ def test_tiny_sweep_then_resume(tmp_path):
         "model.depth": 4,
         "model.width": 20,
         "model.activation": "tanh",
-        "optimizer.lr": 0.01,
+        "optimizer.learning_rate": 0.01,
     }
 
     client, runs = _runs(tmp_path)

@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 import pytest
+from keras.optimizers import SGD
 
 from sweep.data import make_dataset
-from sweep.model import build_mlp, build_optimizer
+from sweep.model import build_mlp
 from sweep.training import (
     Diverged,
     EpochLog,
@@ -26,7 +27,7 @@ def _train(epochs: int, seed: int = 0, lr: float = 0.01, hooks=(), depth=4, widt
     configure_tensorflow(None, deterministic=True)
     reset_state(seed)
     model = build_mlp(depth, width, act)
-    return model, train(model, build_optimizer("sgd", lr), TUTORIAL, epochs, 100, seed, hooks=hooks)
+    return model, train(model, SGD(learning_rate=lr), TUTORIAL, epochs, 100, seed, hooks=hooks)
 
 
 def test_tutorial_configuration_reaches_the_tutorials_loss_band():
@@ -81,7 +82,7 @@ def test_partial_last_batch_is_trained_on():
     reset_state(0)
     model = build_mlp(1, 4, "tanh")
     before = [w.copy() for w in model.get_weights()]
-    result = train(model, build_optimizer("sgd", 0.01), data, 1, 64, 0)
+    result = train(model, SGD(learning_rate=0.01), data, 1, 64, 0)
     assert math.isfinite(result.train_mse)
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
 

@@ -82,19 +82,20 @@ def test_runs_url_opens_model_training_mode_in_a_view():
 
 
 def test_views_show_swept_params_and_sort_best_view_by_val_mse():
-    views = ui.view_states(["model.depth", "optimizer.lr"])
+    views = ui.view_states(["model.depth", "optimizer.learning_rate"])
     nested, best = views[ui.VIEW_NESTED], views[ui.VIEW_BEST]
     assert nested["selectedColumns"][:3] == [
         "params.`model.depth`",
-        "params.`optimizer.lr`",
+        "params.`optimizer.learning_rate`",
         "metrics.`val_mse`",
     ]
     assert "orderByKey" not in nested  # default order keeps trials nested under their study
     assert (best["orderByKey"], best["orderByAsc"]) == ("metrics.`val_mse`", True)
     parallel, scatter = nested["compareRunCharts"]
     assert (parallel["type"], parallel["selectedMetrics"]) == ("PARALLEL", ["val_mse"])
-    assert parallel["selectedParams"] == ["model.depth", "optimizer.lr"]
-    assert scatter["xaxis"]["key"] == "optimizer.lr" and scatter["yaxis"]["key"] == "val_mse"
+    assert parallel["selectedParams"] == ["model.depth", "optimizer.learning_rate"]
+    assert scatter["xaxis"]["key"] == "optimizer.learning_rate"
+    assert scatter["yaxis"]["key"] == "val_mse"
 
 
 def test_ui_without_a_store_says_so_in_one_line(tmp_path):
@@ -204,7 +205,7 @@ def _check_nested_view(driver, url: str, parent, trials) -> None:  # noqa: ANN00
     body = driver.find_element("tag name", "body").text
     assert "Judges" not in body, "the UI opened in GenAI mode"
     headers = driver.find_element("css selector", ".ag-header").text
-    assert {"model.depth", "optimizer.lr", "val_mse"} <= set(headers.split()), headers
+    assert {"model.depth", "optimizer.learning_rate", "val_mse"} <= set(headers.split()), headers
     assert not {t.info.run_id for t in trials} & set(_rows(driver)), "trials not under parent"
     screenshot(driver, "runs-collapsed.png")
     cell = _link(driver, parent.info.run_id).find_element(

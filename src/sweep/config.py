@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,16 @@ from urllib.parse import urlsplit, urlunsplit
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.errors import ConfigError, first_line
+from sweep.objects import build, check_targets
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "elu", "gelu", "selu", "swish", "softplus", "linear")
-OPTIMIZERS = ("sgd", "adam", "rmsprop")
 LOSSES = ("mse",)  # the compiled loop implements mean squared error only
-SAMPLERS = ("tpe", "random", "cmaes", "qmc")
-PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
+EXAMPLES = {
+    "model": "sweep.model.build_mlp",
+    "optimizer": "keras.optimizers.SGD",
+    "search.sampler": "optuna.samplers.TPESampler",
+    "search.pruner": "optuna.pruners.MedianPruner",
+}
 STORAGE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "mysql", "mysql+pymysql")
 TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "postgresql+psycopg2", "file")
 
@@ -43,12 +48,15 @@ def prepare(cfg: DictConfig) -> DictConfig:
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first offending key, what it holds and what is allowed."""
+    check_targets(cfg)
+    for key in ("model", "optimizer", "search.sampler", "search.pruner"):
+        _spec(cfg, key)
     _choice(cfg, "model.activation", ACTIVATIONS)
-    _choice(cfg, "optimizer.name", OPTIMIZERS)
     _choice(cfg, "trainer.loss", LOSSES)
     for key in ("model.depth", "model.width", "trainer.epochs", "trainer.batch_size"):
         positive_int(cfg, key)
-    positive_number(cfg, "optimizer.lr")
+    if "learning_rate" in cfg.optimizer:
+        positive_number(cfg, "optimizer.learning_rate")
     for key in ("data.n_val", "data.n_test", "search.n_trials", "search.jobs"):
         positive_int(cfg, key)
     n_train = train_size(cfg)
@@ -57,14 +65,24 @@ def validate(cfg: DictConfig) -> None:
             f"trainer.batch_size={cfg.trainer.batch_size} is larger than the training set "
             f"({n_train} points); use at most {n_train}"
         )
-    _choice(cfg, "search.sampler.name", SAMPLERS)
-    _choice(cfg, "search.pruner.name", PRUNERS)
     check_url("search.storage", cfg.search.storage, STORAGE_SCHEMES)
     if cfg.tracking.enabled:
         check_url("tracking.uri", cfg.tracking.uri, TRACKING_SCHEMES)
     from sweep.search import parse_space  # Hydra's grammar; light, no TensorFlow
 
     parse_space(cfg.search.space, cfg)
+    with warnings.catch_warnings():  # Optuna's "experimental" notes: said once, by the study
+        warnings.simplefilter("ignore")
+        for key in ("search.sampler", "search.pruner"):  # cheap to build, so built to check
+            build(OmegaConf.select(cfg, key), key)
+
+
+def _spec(cfg: DictConfig, key: str) -> DictConfig:
+    """A node the code builds: a mapping with a `_target_` (the allowlist already checked it)."""
+    spec = OmegaConf.select(cfg, key)
+    if not isinstance(spec, DictConfig) or not isinstance(spec.get("_target_"), str):
+        raise ConfigError(f"{key} needs a _target_, e.g. {key}._target_={EXAMPLES[key]}")
+    return spec
 
 
 def train_size(cfg: DictConfig) -> int:
@@ -206,3 +224,61 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, str]:
             text = str(value)
             flat[name] = mask_url(text) if "://" in text else text
     return flat
+
+
+# Records logged before objects were named by `_target_` (optimizer.name/lr, search.*.name):
+# old name -> (target, the old builder's keys it passed on). The old `lr` is Keras's learning_rate.
+OLD_OPTIMIZERS = {
+    "sgd": ("keras.optimizers.SGD", ("lr", "momentum")),
+    "adam": ("keras.optimizers.Adam", ("lr",)),
+    "rmsprop": ("keras.optimizers.RMSprop", ("lr", "momentum")),
+}
+OLD_SAMPLERS = {
+    "tpe": ("optuna.samplers.TPESampler", ("seed", "n_startup_trials")),
+    "random": ("optuna.samplers.RandomSampler", ("seed",)),
+    "cmaes": ("optuna.samplers.CmaEsSampler", ("seed",)),
+    "qmc": ("optuna.samplers.QMCSampler", ("seed",)),
+}
+OLD_PRUNERS = {
+    "median": ("optuna.pruners.MedianPruner", ("n_startup_trials", "n_warmup_steps")),
+    "percentile": (
+        "optuna.pruners.PercentilePruner",
+        ("percentile", "n_startup_trials", "n_warmup_steps"),
+    ),
+    "hyperband": ("optuna.pruners.HyperbandPruner", ()),
+    "successive_halving": ("optuna.pruners.SuccessiveHalvingPruner", ()),
+    "none": ("optuna.pruners.NopPruner", ()),
+}
+
+
+def upgrade_record(cfg: DictConfig) -> DictConfig:
+    """A logged config in today's keys, so runs recorded before `_target_` can still be rerun."""
+    out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    if "name" in out.optimizer:
+        if "lr" not in out.optimizer:
+            raise ConfigError("the record's optimizer has a name but no lr")
+        out.optimizer = _upgraded(out.optimizer, "optimizer", OLD_OPTIMIZERS)
+    if "_target_" not in out.model:
+        out.model = {"_target_": "sweep.model.build_mlp", **out.model}
+    for key, table in (("sampler", OLD_SAMPLERS), ("pruner", OLD_PRUNERS)):
+        if OmegaConf.select(out, f"search.{key}.name") is not None:
+            out.search[key] = _upgraded(out.search[key], f"search.{key}", table)
+    space = OmegaConf.select(out, "search.space.optimizer")
+    if space is not None and "lr" in space:
+        space.learning_rate = space.pop("lr")
+    check_targets(out)  # a record is data too: what it names is held to the same allowlist
+    return out
+
+
+def _upgraded(spec: DictConfig, key: str, table: dict[str, tuple[str, tuple[str, ...]]]) -> dict:
+    """An old `name: x` spec as `_target_` plus the kwargs the old builder passed on."""
+    if spec.name not in table:
+        raise ConfigError(
+            f"{key}.name={spec.name!r} in the record is not one of: {', '.join(table)}"
+        )
+    target, kept = table[spec.name]
+    upgraded = {"_target_": target}
+    upgraded |= {("learning_rate" if k == "lr" else k): spec[k] for k in kept if k in spec}
+    if spec.name in ("hyperband", "successive_halving"):  # what the old builder passed
+        upgraded["min_resource"] = max(1, spec.get("n_warmup_steps", 5))
+    return upgraded

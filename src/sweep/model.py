@@ -1,9 +1,13 @@
-"""Keras model and optimizer builders, from plain arguments (never from a config or a trial)."""
+"""The Keras model builder, from plain arguments (never from a config or a trial).
+
+conf/model/mlp.yaml names it (`_target_: sweep.model.build_mlp`); the optimizer is Keras's own
+class, named by conf/optimizer/*.yaml. Both are built by sweep.objects.build.
+"""
 
 from __future__ import annotations
 
 from sweep.backend import keras
-from sweep.config import ACTIVATIONS, OPTIMIZERS
+from sweep.config import ACTIVATIONS
 
 
 def build_mlp(depth: int, width: int, activation: str, input_dim: int = 1) -> keras.Sequential:
@@ -14,14 +18,3 @@ def build_mlp(depth: int, width: int, activation: str, input_dim: int = 1) -> ke
     layers += [keras.layers.Dense(width, activation=activation) for _ in range(depth)]
     layers.append(keras.layers.Dense(1))
     return keras.Sequential(layers, name=f"mlp_{depth}x{width}_{activation}")
-
-
-def build_optimizer(name: str, lr: float, momentum: float = 0.0) -> keras.optimizers.Optimizer:
-    """Keras optimizer by name; 'sgd' with lr 0.01 and no momentum is Keras's 'sgd' default."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}")
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate=lr, momentum=momentum)
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate=lr)
-    return keras.optimizers.RMSprop(learning_rate=lr, momentum=momentum)

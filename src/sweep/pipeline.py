@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweep import plots, provenance
 from sweep.config import flatten
 from sweep.data import Dataset, make_dataset
-from sweep.model import build_mlp, build_optimizer
+from sweep.objects import build
 from sweep.tracking import Run
 from sweep.training import (
     EpochHook,
@@ -129,8 +129,8 @@ def execute(
     configure_tensorflow(cfg.trainer.threads, cfg.trainer.deterministic)
     data = dataset_for(cfg)
     reset_state(cfg.seed)
-    model = build_mlp(cfg.model.depth, cfg.model.width, cfg.model.activation)
-    optimizer = build_optimizer(cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.momentum)
+    model = build(cfg.model, "model", input_dim=data.train.x.shape[1])
+    optimizer = build(cfg.optimizer, "optimizer")
     log_record(run, cfg, data, overrides, {"n_params": model.count_params()})
     result = train(
         model,

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.config import Store
+from sweep.config import Store, upgrade_record
 from sweep.errors import ConfigError, Diverged
 
 RECORD_FILES = ("config.yaml", "replay.json")
@@ -33,8 +33,7 @@ REQUIRED_KEYS = (
     "model.depth",
     "model.width",
     "model.activation",
-    "optimizer.name",
-    "optimizer.lr",
+    "optimizer",  # its keys differ before and after `_target_`; upgrade_record maps them
     "trainer.epochs",
     "trainer.batch_size",
     "trainer.deterministic",
@@ -83,7 +82,7 @@ def load_record(reader: Any, run_id: str) -> Record:
 
 def rerun_config(cfg: DictConfig, store: Store, seed: int | None = None) -> DictConfig:
     """The record's config with today's store as the tracking target (and optionally a new seed)."""
-    out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    out = upgrade_record(cfg)
     OmegaConf.update(out, "tracking.enabled", True, force_add=True)
     OmegaConf.update(out, "tracking.uri", store.uri, force_add=True)
     OmegaConf.update(out, "tracking.artifact_root", store.artifact_root, force_add=True)

@@ -40,7 +40,7 @@ SECTIONS = (
     ("predictions", "Predictions on sin(x)"),
     ("trials", "All trials"),
 )
-CONFIG_KEYS = ("optimizer.name", "trainer.epochs", "trainer.batch_size", "seed")
+CONFIG_KEYS = ("optimizer._target_", "trainer.epochs", "trainer.batch_size", "seed")
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}

@@ -1,6 +1,7 @@
-"""The search space (Hydra's sweep grammar) mapped to Optuna distributions, samplers and pruners.
+"""The search space (Hydra's sweep grammar) mapped to Optuna distributions; the study fingerprint.
 
-Pure mapping: no TensorFlow, no MLflow, no study loop (that is study.py).
+Pure mapping: no TensorFlow, no MLflow, no study loop (that is study.py); the sampler and pruner
+are built from their `_target_` by objects.py.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import hashlib
 import json
 from typing import Any
 
-import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from omegaconf import DictConfig, OmegaConf
@@ -125,39 +125,6 @@ def baseline_params(cfg: DictConfig, space: dict[str, BaseDistribution]) -> dict
                 f"search.space.{key}: the baseline value {params[key]!r} is outside the space"
             )
     return params
-
-
-def make_sampler(spec: DictConfig) -> optuna.samplers.BaseSampler:
-    """Optuna sampler from `search.sampler`; seeded so a study's proposals are reproducible."""
-    seed = spec.get("seed")
-    if spec.name == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=spec.get("n_startup_trials", 10)
-        )
-    if spec.name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if spec.name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed)
-    if spec.name == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed)
-    raise ConfigError(f"search.sampler.name={spec.name!r} is unknown")
-
-
-def make_pruner(spec: DictConfig) -> optuna.pruners.BasePruner:
-    """Optuna pruner from `search.pruner`; pruning acts on the per-epoch validation loss."""
-    startup = spec.get("n_startup_trials", 5)
-    warmup = spec.get("n_warmup_steps", 5)
-    if spec.name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)
-    if spec.name == "percentile":
-        return optuna.pruners.PercentilePruner(
-            spec.get("percentile", 25.0), n_startup_trials=startup, n_warmup_steps=warmup
-        )
-    if spec.name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, warmup))
-    if spec.name == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, warmup))
-    return optuna.pruners.NopPruner()
 
 
 def fingerprint(cfg: DictConfig) -> tuple[str, dict[str, Any]]:

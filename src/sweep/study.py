@@ -22,11 +22,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep.config import flatten, mask_url, sqlite_path
 from sweep.errors import ConfigError, first_line
+from sweep.objects import build
 from sweep.search import (
     baseline_params,
     fingerprint,
-    make_pruner,
-    make_sampler,
     parse_space,
 )
 from sweep.tracking import (
@@ -178,8 +177,8 @@ def _create_or_load(
     kwargs = {
         "study_name": name,
         "storage": storage,
-        "sampler": make_sampler(cfg.search.sampler),
-        "pruner": make_pruner(cfg.search.pruner),
+        "sampler": build(cfg.search.sampler, "search.sampler"),
+        "pruner": build(cfg.search.pruner, "search.pruner"),
     }
     created = False
     try:

@@ -36,7 +36,7 @@ VIEW_BEST = "sweep-by-val-mse"
 SHARE_TAG = "mlflow.sharedViewState."
 KIND_TAG = "mlflow.experimentKind"
 METRIC_COLUMNS = ("val_mse", "test_mse", "train_mse", "train_seconds")
-DEFAULT_SWEPT = ("model.depth", "model.width", "model.activation", "optimizer.lr")
+DEFAULT_SWEPT = ("model.depth", "model.width", "model.activation", "optimizer.learning_rate")
 STARTUP_SECONDS = 120
 CHART_SECTION = "sweep-charts"
 
@@ -109,10 +109,10 @@ def charts(swept: list[str]) -> tuple[list[dict], list[dict]]:
         "uuid": "sweep-scatter",
         "type": "SCATTER",
         "runsCountToCompare": 100,
-        "xaxis": {"key": "optimizer.lr", "type": "PARAM"},
+        "xaxis": {"key": "optimizer.learning_rate", "type": "PARAM"},
         "yaxis": {"key": "val_mse", "type": "METRIC"},
     }
-    cards = [parallel, scatter] if "optimizer.lr" in swept else [parallel]
+    cards = [parallel, scatter] if "optimizer.learning_rate" in swept else [parallel]
     return cards, [section]
 
 

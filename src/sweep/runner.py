@@ -278,6 +278,7 @@ def _hydra_task(command: Command, codes: list[int]) -> Callable[[Any], None]:
         from sweep.config import prepare
 
         interrupt.install()
+        announce_job()
         code = guard(lambda: command.function()(prepare(raw), task_overrides()))
         codes.append(code)
         if code == EXIT_INTERRUPTED:
@@ -300,6 +301,17 @@ def task_overrides() -> list[str]:
         return list(HydraConfig.get().overrides.task)
     except ValueError:
         return []
+
+
+def announce_job() -> None:
+    """In a multirun, say which job of the grid is starting (`job 1/3: model.depth=2`)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        job = hydra_cfg.job
+        print(f"job {job.num}: {' '.join(hydra_cfg.overrides.task)}", flush=True)
 
 
 def hydra_message(exc: BaseException) -> str:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import optuna
 import pytest
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
@@ -67,3 +69,20 @@ def test_pruner_none_never_prunes(compose_cfg):
     study = optuna.create_study(direction="minimize", pruner=pruner_from(cfg))
     for losses in (GOOD, GOOD, BAD, BAD):
         assert run_through_hook(study, losses)[0] == TrialState.COMPLETE
+
+
+@pytest.mark.slow
+def test_the_shared_sweep_prunes_through_the_real_worker(tiny_sweep_store: Path):
+    study = optuna.load_study(
+        study_name="sine-mlp", storage=f"sqlite:///{tiny_sweep_store}/optuna.db"
+    )
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned, [t.state.name for t in study.trials]  # deterministic: trials 4 and 7 today
+    client = MlflowClient(f"sqlite:///{tiny_sweep_store}/mlflow.db")
+    for trial in pruned:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        epochs = int(run.data.params["trainer.epochs"])
+        assert run.info.status == "KILLED" and run.data.tags["sweep.state"] == "PRUNED"
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
+        assert steps == sorted(trial.intermediate_values) == list(range(1, len(steps) + 1))
+        assert len(steps) < epochs

@@ -75,12 +75,18 @@ def run_cli(
     return sweep_cmd(*args, f"paths.store={store}", env=env, timeout=timeout)
 
 
+# One tiny sweep: 5 finished trials with the tiny experiment's median pruner, so the study holds
+# complete, pruned and diverged (failed) trials; deterministic, so every store it makes is alike.
+TINY_SWEEP = ("sweep", "experiment=tiny", "search.n_trials=5")
+
+
 @pytest.fixture(scope="session")
 def tiny_sweep_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny real sweep (5 trials, no pruning), shared by the UI, report and registry tests."""
+    """One tiny real sweep shared by the UI, report, registry, worker and replay tests.
+
+    Tests may add reruns to it, never change what is there (robust writes to its own sweep).
+    """
     store = tmp_path_factory.mktemp("tiny-sweep")
-    out = run_cli(
-        "sweep", "experiment=tiny", "search.n_trials=5", "search/pruner=none", store=store
-    )
+    out = run_cli(*TINY_SWEEP, store=store)
     assert out.returncode == 0, out.stdout + out.stderr
     return store

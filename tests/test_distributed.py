@@ -28,12 +28,14 @@ from tests.conftest import ROOT, clean_env, sweep_cmd
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 N_TRIALS = 6
+# Trials long enough that the worker killed once all are busy is still inside its trial; a grace
+# period a live trial survives on a loaded 2-core machine (a starved heartbeat thread lags).
 FAST = [
     "experiment=tiny",
     f"search.n_trials={N_TRIALS}",
-    "trainer.epochs=15",
+    "trainer.epochs=40",
     "search.heartbeat_interval=1",
-    "search.grace_period=4",
+    "search.grace_period=10",
 ]
 
 

@@ -16,7 +16,9 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import ROOT, clean_env, run_cli
 
-FAST = ["experiment=tiny", "search.heartbeat_interval=1", "search.grace_period=3"]
+# Beats every second, but a live trial must survive a loaded 2-core machine: SQLite's now() has
+# one-second resolution and a starved heartbeat thread can lag seconds, so grace is 10 s.
+FAST = ["experiment=tiny", "search.heartbeat_interval=1", "search.grace_period=10"]
 
 
 def _study(store: Path) -> optuna.Study:
@@ -96,9 +98,10 @@ def test_sigkill_mid_trial_then_resume_finishes_exactly(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigint_closes_the_current_trial_and_says_how_to_continue(tmp_path):
-    proc = _popen(tmp_path, *FAST, "search.n_trials=5", "trainer.epochs=300")
-    number = _wait_for_running_trial(tmp_path, after=1)
+def test_sigint_closes_the_current_trial_and_the_same_command_retries_it(tmp_path):
+    long = [*FAST, "trainer.epochs=300"]  # ~3 s a trial: the SIGINT lands inside it
+    proc = _popen(tmp_path, *long, "search.n_trials=5")
+    number = _wait_for_running_trial(tmp_path, after=0)  # the enqueued baseline, trial 0
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
@@ -109,6 +112,19 @@ def test_sigint_closes_the_current_trial_and_says_how_to_continue(tmp_path):
     runs = {r.info.run_id: r for r in _runs(tmp_path)}
     assert runs[trial.user_attrs["mlflow_run_id"]].info.status == "KILLED"
     assert not [r for r in runs.values() if r.info.status == "RUNNING"]
+
+    (queued,) = [t for t in _study(tmp_path).trials if t.state.name == "WAITING"]
+    assert queued.user_attrs == {"retry_of": number, "baseline": True}
+    assert queued.system_attrs["fixed_params"] == trial.params  # where Optuna keeps them queued
+
+    # Resumed with room for one more trial: the queued retry is the one evaluated.
+    done = len(_finished(_study(tmp_path)))
+    out = run_cli("sweep", *long, f"search.n_trials={done + 1}", store=tmp_path)
+    assert out.returncode == 0, out.stderr
+    retried = _study(tmp_path).trials[queued.number]
+    assert retried.state.name in ("COMPLETE", "PRUNED")
+    assert retried.params == trial.params and retried.user_attrs["retry_of"] == number
+    assert not [t for t in _study(tmp_path).trials if t.state.name in ("WAITING", "RUNNING")]
 
 
 @pytest.mark.slow
@@ -228,9 +244,9 @@ def test_bad_input_gets_one_line_and_writes_nothing(used_store, overrides, messa
         "sweep", "experiment=tiny", "search.study_name=fresh", *overrides, store=used_store
     )
     elapsed = time.monotonic() - start
-    assert out.returncode != 0
-    assert message in out.stderr, out.stderr
-    assert "Traceback" not in out.stderr
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert "hunter2" not in out.stderr + out.stdout
     assert _snapshot(used_store) == before
     assert elapsed < 30
@@ -242,19 +258,6 @@ def test_unwritable_store_is_refused_before_anything_is_created(tmp_path):
     out = run_cli("sweep", "experiment=tiny", store=blocker / "mlruns")
     assert out.returncode == 2
     assert "cannot create" in out.stderr and "Traceback" not in out.stderr
-
-
-def test_config_errors_come_back_before_tensorflow_is_imported(tmp_path):
-    code = (
-        "import sys; from sweep.runner import main\n"
-        f"code = main(['sweep', 'model.depth=0', 'paths.store={tmp_path}'])\n"
-        "print(code, 'tensorflow' in sys.modules, 'mlflow' in sys.modules)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=clean_env(), capture_output=True, text=True
-    )
-    assert out.stdout.split() == ["2", "False", "False"], out.stderr
-    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from sweep.rerun import (
 )
 from sweep.robust import Robustness, ranking_holds, robustness_rows
 from sweep.runner import main
-from tests.conftest import ROOT, clean_env, run_cli, sweep_cmd
+from tests.conftest import ROOT, TINY_SWEEP, clean_env, run_cli, sweep_cmd
 
 SAME_ENV = {
     "versions": {"python": "3.11.7", "tensorflow": "2.21.0", "numpy": "2.4.6"},
@@ -152,10 +152,10 @@ def baseline(tmp_path_factory) -> tuple[Path, str]:
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory) -> Path:
-    """A store holding a finished 5-trial tiny study (TPE after two random trials)."""
-    store = tmp_path_factory.mktemp("swept")
-    out = run_cli("sweep", "experiment=tiny", "search.n_trials=5", store=store)
+def second_sweep(tmp_path_factory) -> Path:
+    """The shared sweep's command again in a new store: for robust, which writes to the parent."""
+    store = tmp_path_factory.mktemp("second-sweep")
+    out = run_cli(*TINY_SWEEP, store=store)
     assert out.returncode == 0, out.stderr
     return store
 
@@ -198,7 +198,8 @@ def test_baseline_rerun_is_identical_though_conf_changed(baseline, changed_conf)
 
 
 @pytest.mark.slow
-def test_sweep_trial_rerun_is_identical_though_conf_changed(swept, changed_conf):
+def test_sweep_trial_rerun_is_identical_though_conf_changed(tiny_sweep_store, changed_conf):
+    swept = tiny_sweep_store
     study = optuna.load_study(study_name="sine-mlp", storage=f"sqlite:///{swept}/optuna.db")
     proposed = [t for t in study.trials if t.state.name == "COMPLETE" and t.number > 0]
     trial = proposed[-1]  # a sampled configuration, not the enqueued baseline
@@ -212,22 +213,69 @@ def test_sweep_trial_rerun_is_identical_though_conf_changed(swept, changed_conf)
 
 
 @pytest.mark.slow
-def test_two_new_studies_with_one_worker_propose_the_same_trials(swept, tmp_path):
-    out = run_cli("sweep", "experiment=tiny", "search.n_trials=5", store=tmp_path)
+def test_a_baseline_in_a_clean_clone_reruns_exactly(tmp_path):
+    clone, store = tmp_path / "clone", tmp_path / "store"
+    git = ["git", "-C", str(clone)]
+    cloned = subprocess.run(
+        ["git", "clone", "--quiet", str(ROOT), str(clone)], capture_output=True, text=True
+    )
+    assert cloned.returncode == 0, cloned.stderr
+    env = {**clean_env(), "PYTHONPATH": str(clone / "src")}
+    out = sweep_cmd("baseline", "experiment=tiny", f"paths.store={store}", cwd=clone, env=env)
     assert out.returncode == 0, out.stderr
+    run_id = re.search(r"make rerun RUN_ID=([0-9a-f]{32})", out.stdout).group(1)
+    out = sweep_cmd("rerun", run_id, "--store", str(store), cwd=clone, env=env)
+    written = subprocess.run(
+        [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    ).stdout
+    assert written == "", f"a command wrote to tracked files, so every run is git dirty:\n{written}"
+    assert_identical_rerun(store, run_id, out)
+    assert "tolerance: exact (the default: same platform, versions and commit)" in out.stdout
+    assert re.search(r"^rerun [0-9a-f]{32}: IDENTICAL$", out.stdout, re.M), out.stdout
+    assert "environment differs" not in out.stdout
 
+
+@pytest.mark.slow
+def test_a_pruned_trial_replays_up_to_its_pruning_epoch(tiny_sweep_store, capsys):
+    study = optuna.load_study(
+        study_name="sine-mlp", storage=f"sqlite:///{tiny_sweep_store}/optuna.db"
+    )
+    trial = next(t for t in study.trials if t.state.name == "PRUNED")
+    run_id, pruned_at = trial.user_attrs["mlflow_run_id"], max(trial.intermediate_values)
+    capsys.readouterr()
+    assert main(["rerun", run_id, "--store", str(tiny_sweep_store)]) == 0
+    out = capsys.readouterr().out
+    assert "note: the original ended KILLED (PRUNED); compared over the epochs it logged" in out
+    # identical from a clean checkout; within tolerance from one with uncommitted changes
+    verdict = re.search(r"^rerun [0-9a-f]{32}: (IDENTICAL|WITHIN TOLERANCE)$", out, re.M)
+    assert verdict, out
+    new = replayed_run(tiny_sweep_store, run_id)
+    assert new.data.tags["sweep.rerun_verdict"] == verdict.group(1).lower()
+    assert new.data.params["trainer.epochs"] == str(pruned_at)
+    client = MlflowClient(f"sqlite:///{tiny_sweep_store}/mlflow.db")
+    again, original = histories(client, new.info.run_id), histories(client, run_id)
+    assert [step for step, _ in again["val_loss"]] == list(range(1, pruned_at + 1))
+    for key in ("train_loss", "val_loss", "train_mse", "val_mse", "test_mse"):
+        assert len(again[key]) == len(original[key]) > 0, key
+        for (step, value), (step0, value0) in zip(again[key], original[key], strict=True):
+            assert step == step0 and value == pytest.approx(value0, rel=LOOSE_TOLERANCE), key
+
+
+@pytest.mark.slow
+def test_two_new_studies_with_one_worker_propose_the_same_trials(tiny_sweep_store, second_sweep):
     def sequence(store: Path) -> list:
         study = optuna.load_study(study_name="sine-mlp", storage=f"sqlite:///{store}/optuna.db")
         return [(t.number, t.state.name, t.params, t.value) for t in study.trials]
 
-    first, second = sequence(swept), sequence(tmp_path)
+    first, second = sequence(tiny_sweep_store), sequence(second_sweep)
     assert sum(state in ("COMPLETE", "PRUNED") for _, state, _, _ in first) == 5
     assert len({json.dumps(p, sort_keys=True) for _, _, p, _ in first}) == len(first)  # sampled
     assert second == first
 
 
 @pytest.mark.slow
-def test_robust_logs_its_table_and_plot_to_the_parent(swept, tmp_path):
+def test_robust_logs_its_table_and_plot_to_the_parent(second_sweep, tmp_path):
+    swept = second_sweep
     out = sweep_cmd("robust", "sine-mlp", "--top", "2", "--seeds", "2", "--store", str(swept))
     assert out.returncode == 0, out.stdout + out.stderr
     assert re.search(r"ranking by mean val MSE over 2 seeds (HOLDS|CHANGES)", out.stdout)
@@ -268,8 +316,9 @@ def plain_mlflow_run(store: Path) -> str:
 
 
 @pytest.mark.slow
-def test_errors_are_one_line_and_log_nothing(baseline, swept, tmp_path, capsys):
+def test_errors_are_one_line_and_log_nothing(baseline, tiny_sweep_store, tmp_path, capsys):
     store, baseline_id = baseline
+    swept = tiny_sweep_store
     plain_id = plain_mlflow_run(store)
     study = optuna.load_study(study_name="sine-mlp", storage=f"sqlite:///{swept}/optuna.db")
     cases = [
@@ -345,3 +394,5 @@ def test_a_result_that_differs_fails_and_other_versions_loosen_the_default(basel
     assert "tensorflow 2.0.0 -> 2.21" in out.stdout and "git commit 000000000000 ->" in out.stdout
     assert "tolerance: relative 0.001 (default when the environment differs)" in out.stdout
     assert re.search(r"^val_loss\s+1-4\s.*within tol$", out.stdout, re.M), out.stdout
+    assert re.search(r"^rerun [0-9a-f]{32}: WITHIN TOLERANCE$", out.stdout, re.M), out.stdout
+    assert replayed_run(store, old).data.tags["sweep.rerun_verdict"] == "within tolerance"

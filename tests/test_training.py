@@ -76,15 +76,38 @@ def test_stop_training_from_a_hook_returns_what_was_learned():
     assert math.isfinite(result.val_mse) and result.val_mse < result.history[0].val_loss
 
 
+def _sgd_by_hand(model, data, batch_size: int, lr: float, seed: int) -> list[np.ndarray]:
+    """One epoch of plain SGD in eager mode, batch by batch over train()'s permutation."""
+    import tensorflow as tf
+
+    perm = np.random.default_rng(seed).permutation(len(data.train.x))
+    x, y = data.train.x[perm], data.train.y[perm]
+    weights = model.trainable_variables
+    for start in range(0, len(x), batch_size):
+        xb, yb = (tf.constant(a[start : start + batch_size]) for a in (x, y))
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(xb, training=True) - yb))
+        for w, g in zip(weights, tape.gradient(loss, weights), strict=True):
+            w.assign_sub(lr * g)
+    return [w.numpy() for w in weights]
+
+
 def test_partial_last_batch_is_trained_on():
-    data = make_dataset(-1.0, 1.0, 0.01, 50, 50, seed=0)  # 200 points, batch 64 -> 4 batches
+    data = make_dataset(-1.0, 1.0, 0.01, 50, 50, seed=0)
+    assert len(data.train.x) == 200  # batch 64: three full batches and a partial one of 8
     configure_tensorflow(None, deterministic=True)
     reset_state(0)
     model = build_mlp(1, 4, "tanh")
-    before = [w.copy() for w in model.get_weights()]
-    result = train(model, SGD(learning_rate=0.01), data, 1, 64, 0)
+    start = [w.copy() for w in model.get_weights()]
+    optimizer = SGD(learning_rate=0.1)
+    result = train(model, optimizer, data, 1, 64, seed=0)
     assert math.isfinite(result.train_mse)
-    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+    assert int(optimizer.iterations.numpy()) == 4  # one step per batch, the partial one included
+    trained = [w.copy() for w in model.get_weights()]
+    model.set_weights(start)
+    expected = _sgd_by_hand(model, data, 64, 0.1, seed=0)
+    for got, want in zip(trained, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_divergence_stops_at_the_epoch_it_happens():

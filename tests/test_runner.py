@@ -57,11 +57,6 @@ CASES = [
         ["report", "search.study_name=nope", "paths.store={store}"],
         "no study 'nope'",
         NO_TF,
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="src bug: `report` creates the (empty) store folder before refusing a study "
-            "that does not exist",
-        ),
     ),
     ("rerun-no-id", ["rerun", "--store", "{store}"], "required: run_id", NO_TF),
     ("rerun-no-store", ["rerun", "0" * 32, "--store", "{store}"], "no MLflow store at", NO_TF),

@@ -152,13 +152,18 @@ def sqlite_path(url: str) -> str:
 
 
 def writable_dir(key: str, folder: Path) -> None:
-    """Fail now, not mid-sweep, when a store's folder cannot be created or written."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{key}: cannot create {folder}: {exc.strerror}") from exc
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"{key}: folder {folder} is not writable")
+    """Fail now, not mid-sweep, when a store's folder could not be created or written.
+
+    Nothing is made here: a command that is refused later (or only reads) leaves no folder.
+    """
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{key}: cannot create {folder}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "folder" if existing == folder else "parent folder"
+        raise ConfigError(f"{key}: {what} {existing} is not writable")
 
 
 def mask_url(url: str | None) -> str | None:

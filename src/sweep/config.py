@@ -291,7 +291,7 @@ def upgrade_record(cfg: DictConfig) -> DictConfig:
     if "_target_" not in out.model:
         out.model = {"_target_": MLP, **out.model}
     if "_target_" not in out.data:  # recorded before data sets were named: the tutorial's
-        out.data = {"_target_": "sweep.data.sine", "task": "regression", **out.data}
+        out.data = {"_target_": "sweep.data.sine", "name": "sine", "task": "regression", **out.data}
     for key, table in (("sampler", OLD_SAMPLERS), ("pruner", OLD_PRUNERS)):
         if OmegaConf.select(out, f"search.{key}.name") is not None:
             out.search[key] = _upgraded(out.search[key], f"search.{key}", table)

@@ -27,8 +27,9 @@ def say(text: str, prefix: str = "") -> None:
     sys.stdout.flush()
 
 
-def result_line(result: TrainResult) -> str:
-    """A single run's outcome beside the tutorial's figures."""
+def result_line(result: TrainResult, tutorial: bool = True) -> str:
+    """A single run's outcome (beside the tutorial's figures, for its problem)."""
+    tutorial = " (tutorial: 0.0034)" if tutorial else ""
     h = result.history
     head = f"epoch 1 loss {h[0].train_loss:.4f}, epoch {len(h)} loss {h[-1].train_loss:.4f}; "
     if "train_accuracy" in result.metrics:
@@ -38,7 +39,7 @@ def result_line(result: TrainResult) -> str:
             f"test {m['test_accuracy']:.4f}; {result.seconds:.1f}s"
         )
     return head + (
-        f"train MSE {result.train_mse:.4f} (tutorial: 0.0034), val MSE {result.val_mse:.4f}, "
+        f"train MSE {result.train_mse:.4f}{tutorial}, val MSE {result.val_mse:.4f}, "
         f"test MSE {result.test_mse:.4f}; {result.seconds:.1f}s"
     )
 

@@ -1,7 +1,7 @@
 """Train/validation/test arrays for every problem the config can name. numpy only: no Keras.
 
 Each data set is a function returning a `Dataset`, named in conf/data/*.yaml by `_target_`:
-`sine` (the tutorial), `csv` (a file of the user's), `diabetes` and `digits` (shipped inside
+`sine` (the tutorial), `from_csv` (a file of the user's), `diabetes` and `digits` (shipped inside
 scikit-learn's wheel: nothing is downloaded). A user's own function (trusted by
 `trusted_modules`) may return a `Dataset` (see `from_arrays`) or a plain `(x, y)` pair.
 """
@@ -158,7 +158,7 @@ def _std(a: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- a user's CSV
 
 
-def csv(
+def from_csv(
     path: str,
     features: list[str] | None,
     targets: list[str] | str,
@@ -172,7 +172,7 @@ def csv(
     file = Path(path).expanduser()
     if not file.is_file():
         raise ConfigError(f"path={path!r}: no such file")
-    header, rows = _read_csv(file)
+    header, rows = read_csv_table(file)
     targets = [targets] if isinstance(targets, str) else list(targets)
     features = [c for c in header if c not in targets] if features is None else list(features)
     missing = [c for c in [*features, *targets] if c not in header]
@@ -180,17 +180,17 @@ def csv(
         raise ConfigError(
             f"{file.name} has no column {missing[0]!r}; its columns: {', '.join(header)}"
         )
-    x = _columns(file, header, rows, features)
-    y = _columns(file, header, rows, targets)
+    x = csv_columns(file, header, rows, features)
+    y = csv_columns(file, header, rows, targets)
     source = {"file": str(file.resolve()), "file_sha256": file_digest(file)}
     return from_arrays(x, y, task, seed, val_fraction, test_fraction, standardize, source)
 
 
-def _read_csv(file: Path) -> tuple[list[str], list[list[str]]]:
-    import csv as csvlib
+def read_csv_table(file: Path) -> tuple[list[str], list[list[str]]]:
+    import csv
 
     with file.open(newline="") as handle:
-        reader = csvlib.reader(handle)
+        reader = csv.reader(handle)
         header = [h.strip() for h in next(reader, [])]
         rows = [r for r in reader if r]
     if not header or not rows:
@@ -198,7 +198,9 @@ def _read_csv(file: Path) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _columns(file: Path, header: list[str], rows: list[list[str]], names: list[str]) -> np.ndarray:
+def csv_columns(
+    file: Path, header: list[str], rows: list[list[str]], names: list[str]
+) -> np.ndarray:
     """The named columns as float32; the first cell that is not a number is the error."""
     index = [header.index(n) for n in names]
     out = np.empty((len(rows), len(index)), dtype=np.float32)
@@ -249,7 +251,8 @@ def dataset_for(cfg: Any) -> Dataset:
     """The configured data set: `_target_` built behind the allowlist, `task` checked against it.
 
     `data.task` belongs to the config (it picks the loss and the objective before any data is
-    read); it is passed on only to a function that takes a `task` argument, like `csv`.
+    read); it is passed on only to a function that takes a `task` argument, like `from_csv`.
+    `data.name` names the study and the experiment, and is never passed on.
     """
     import inspect
 
@@ -260,6 +263,7 @@ def dataset_for(cfg: Any) -> Dataset:
     trusted = trusted_prefixes(cfg)
     spec = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
     task = spec.pop("task", "regression")
+    spec.pop("name", None)
     kwargs = {}
     with contextlib.suppress(Exception):  # a target that cannot be found fails in build
         function = _located(check_target("data._target_", spec.get("_target_"), trusted))

@@ -168,8 +168,8 @@ def parallel_image(
 def prediction_image(uri: str, best: TrialRow | None, base: TrialRow | None) -> str | None:
     """Best and baseline predictions on sin(x), 10% beyond the training interval each side."""
     ref = best or base
-    if ref is None:
-        return None
+    if ref is None or ref.params.get("data._target_", "sweep.data.sine") != "sweep.data.sine":
+        return None  # other problems: each run's own plots/ (prediction or confusion) in MLflow
     lo = float(ref.params.get("data.x_min", -5))
     hi = float(ref.params.get("data.x_max", 5))
     margin = 0.1 * (hi - lo)

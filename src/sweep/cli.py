@@ -25,7 +25,7 @@ def baseline(cfg: DictConfig, overrides: Sequence[str]) -> int:
     hooks = [console.epoch_counter("baseline", cfg.trainer.epochs), interrupt.check]
     with tracked_run(tracker, "baseline", tags={"sweep.kind": "single"}) as run:
         result = execute(cfg, run, overrides, hooks)
-    console.say(console.result_line(result))
+    console.say(console.result_line(result, cfg.data._target_ == "sweep.data.sine"))
     if run.run_id:
         console.say(f"run {run.run_id}  (rerun: make rerun RUN_ID={run.run_id})")
     return EXIT_OK

@@ -114,6 +114,7 @@ COMMANDS: dict[str, Command] = {
                 opt("--model", default="sine-mlp", help="registered model name (sine-mlp)"),
                 opt("--alias", default="champion", help="alias to load (champion)"),
                 opt("--x", type=float, nargs="+", help="inputs (default -6..6)"),
+                opt("--csv", help="a CSV of inputs (header row) for a model of N-D inputs"),
             ),
             store=True,
         ),

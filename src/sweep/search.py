@@ -108,6 +108,45 @@ def to_distribution(override: Override) -> BaseDistribution:
     )
 
 
+# The study's objective when search.objectives is null, by the data's task.
+TASK_OBJECTIVES = {
+    "regression": [("val_mse", "minimize")],
+    "classification": [("val_accuracy", "maximize")],
+}
+# Final metrics each task's runs log, per split (`val_` + one of these); huber with loss=huber.
+TASK_METRICS = {
+    "regression": ("mse", "mae", "huber"),
+    "classification": ("accuracy", "crossentropy"),
+}
+DIRECTIONS = ("minimize", "maximize")
+
+
+def objectives(cfg: DictConfig) -> list[tuple[str, str]]:
+    """The study's objective(s) as (metric name, direction): the ONE place that says which.
+
+    `search.objectives` when set, else by `data.task`; a record without either is the tutorial.
+    """
+    task = OmegaConf.select(cfg, "data.task", default="regression")
+    given = OmegaConf.select(cfg, "search.objectives")
+    if not given:
+        return list(TASK_OBJECTIVES[task])
+    metrics = [f"{s}_{m}" for s in ("val", "train", "test") for m in TASK_METRICS[task]]
+    out = []
+    for i, item in enumerate(given):
+        key = f"search.objectives[{i}]"
+        if not isinstance(item, DictConfig | dict) or set(item) != {"name", "direction"}:
+            raise ConfigError(f"{key} must be {{name: <metric>, direction: minimize|maximize}}")
+        if item["name"] not in metrics:
+            raise ConfigError(
+                f"{key}.name={item['name']!r} is not a metric of a {task} run; "
+                f"one of: {', '.join(metrics)}"
+            )
+        if item["direction"] not in DIRECTIONS:
+            raise ConfigError(f"{key}.direction={item['direction']!r} is not minimize or maximize")
+        out.append((item["name"], item["direction"]))
+    return out
+
+
 def apply_params(cfg: DictConfig, params: dict[str, Any]) -> DictConfig:
     """A copy of cfg with each dotted key set to the trial's value."""
     out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))

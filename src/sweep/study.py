@@ -26,6 +26,7 @@ from sweep.objects import build
 from sweep.search import (
     baseline_params,
     fingerprint,
+    objectives,
     parse_space,
 )
 from sweep.tracking import (
@@ -185,7 +186,8 @@ def _create_or_load(
         study = optuna.load_study(**kwargs)
     except KeyError:
         try:
-            study = optuna.create_study(direction=cfg.search.direction, **kwargs)
+            directions = [direction for _, direction in objectives(cfg)]
+            study = optuna.create_study(directions=directions, **kwargs)
             created = True
         except optuna.exceptions.DuplicatedStudyError:  # another worker won the race
             study = optuna.load_study(**kwargs)
@@ -284,7 +286,7 @@ def counts(study: optuna.Study) -> tuple[int, list[int]]:
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The complete trial with the lowest validation MSE, if any."""
+    """The complete trial with the best objective value (lowest, or highest when maximised)."""
     ranked = ranked_trials(study, 1, required=False)
     return ranked[0] if ranked else None
 
@@ -294,7 +296,8 @@ def ranked_trials(study: optuna.Study, top: int, required: bool = True) -> list[
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete and required:
         raise ConfigError(f"study {study.study_name!r} has no completed trial yet")
-    return sorted(complete, key=lambda t: (t.value, t.number))[:top]
+    sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    return sorted(complete, key=lambda t: (sign * t.values[0], t.number))[:top]
 
 
 def load_existing(storage: str, name: str) -> optuna.Study:

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from sweep import console, interrupt
 from sweep.errors import EXIT_INTERRUPTED, Diverged, SweepError, first_line
-from sweep.search import apply_params
+from sweep.search import apply_params, objectives
 from sweep.study import MLFLOW_STATUS, RUN_ATTR, Sweep, best_trial, counts
 from sweep.tracking import tracked_run, warm_up, write_in_background
 
@@ -118,7 +118,7 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, prefix: str = "") -> TrialState
             if run.run_id:
                 trial.set_user_attr(RUN_ATTR, run.run_id)
             result = execute(cfg, run, sweep.overrides, hooks)
-            outcome = Outcome.of(result)
+            outcome = Outcome.of(result, objectives(cfg)[0][0])
             run.close_as(MLFLOW_STATUS[outcome.state], {"sweep.state": outcome.state.name})
     except Diverged as exc:
         outcome = Outcome(TrialState.FAIL, reason=str(exc))
@@ -157,10 +157,11 @@ class Outcome:
     note: str | None = None  # why training stopped early (pruned), shown on its line
 
     @classmethod
-    def of(cls, result: TrainResult) -> Outcome:
-        if result.stopped:  # pruned: its run still gets the model, plots and final MSEs
+    def of(cls, result: TrainResult, objective: str) -> Outcome:
+        """The trial's state, and its value: the objective's final metric (e.g. val_mse)."""
+        if result.stopped:  # pruned: its run still gets the model, plots and final metrics
             return cls(TrialState.PRUNED, note=result.stopped)
-        return cls(TrialState.COMPLETE, value=result.val_mse)
+        return cls(TrialState.COMPLETE, value=result.metrics[objective])
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
@@ -194,6 +195,7 @@ def _report(
         seconds,
         run_id,
         outcome.reason or outcome.note,
+        objectives(sweep.cfg)[0][0],
     )
     console.say(line, prefix)
 

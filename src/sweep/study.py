@@ -40,6 +40,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MLFLOW_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED"}
 PARENT_ATTR = "mlflow_parent_run_id"
 RUN_ATTR = "mlflow_run_id"
+OBJECTIVE = "val_mse"  # what the study minimises, by the name every Optuna tool shows
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # We drive heartbeats ourselves around ask/tell (see `heartbeat`); these two notes are about that.
@@ -189,6 +190,7 @@ def _create_or_load(
             created = True
         except optuna.exceptions.DuplicatedStudyError:  # another worker won the race
             study = optuna.load_study(**kwargs)
+    name_objectives(study, [OBJECTIVE])
     if created:
         digest, fixed = fingerprint(cfg)
         study.set_user_attr("fingerprint", digest)
@@ -200,6 +202,18 @@ def _create_or_load(
         # Every worker seeds its sampler alike; a joiner would replay the creator's proposals.
         study.sampler.reseed_rng()
     return study, created
+
+
+def name_objectives(study: optuna.Study, names: Sequence[str]) -> None:
+    """Name the objectives on the study, so optuna-dashboard shows `val_mse`, not "Objective 0".
+
+    Also names those of a study made before this existed; a study that has names keeps them.
+    """
+    if study.metric_names is not None:
+        return
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, still in 5.0
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(names))
 
 
 def check_fingerprint(cfg: DictConfig, study: optuna.Study) -> None:
@@ -281,6 +295,15 @@ def counts(study: optuna.Study) -> tuple[int, list[int]]:
     trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
     done = sum(t.state in FINISHED for t in trials)
     return done, sorted(t.number for t in trials if t.state == TrialState.RUNNING)
+
+
+def failed_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials that failed on their own: not a surplus given back, not an interrupted one."""
+    return [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        if not str(t.user_attrs.get("fail_reason", "")).startswith(("surplus", "interrupted"))
+    ]
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:

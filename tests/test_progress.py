@@ -78,6 +78,25 @@ def test_fmt_minutes(minutes, text):
     assert progress.fmt_minutes(minutes) == text
 
 
+def read_all(master: int, proc: subprocess.Popen | None = None) -> str:
+    """Everything written to the pty until it is closed (or quiet once `proc` has ended)."""
+    chunks = []
+    while True:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the writing end is closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        elif proc is None or proc.poll() is not None:
+            break
+    os.close(master)
+    return b"".join(chunks).decode(errors="replace")
+
+
 def test_live_view_redraws_in_place_on_a_pty():
     """Each frame goes back up over the last one; an unchanged frame is not written again."""
     master, slave = pty.openpty()
@@ -88,11 +107,12 @@ def test_live_view_redraws_in_place_on_a_pty():
         study.tell(study.ask(SPACE), 0.0625)  # a new best
         view.refresh()
         view.close()
-        text = os.read(master, 65536).decode()
-    os.close(master)
-    frames = text.split("\x1b[J")
-    assert len(frames) == 4  # first frame, the new best, the closing frame, the final newline
-    assert frames[1].startswith("\r\x1b[2A") and "best  trial 6  val_mse=6.250e-02" in frames[1]
+    text = read_all(master)
+    first, second, *_ = text.split("\x1b[J")
+    assert first.startswith("\r\x1b[2Kstudy demo  3/10 finished") and "trial 1" in first
+    # the unchanged refresh wrote nothing; the next frame goes 2 lines up over the first
+    assert second.startswith("\r\x1b[2A") and "best  trial 6  val_mse=6.250e-02" in second
+    assert text.endswith("\n")  # closed: what follows prints below the view
 
 
 def test_objectives_are_named_for_every_optuna_tool():
@@ -118,21 +138,8 @@ def run_on_pty(*args: str, timeout: float = 300) -> tuple[int, str]:
         env=env,
     )
     os.close(slave)
-    chunks = []
-    while True:
-        ready, _, _ = select.select([master], [], [], 1.0)
-        if ready:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # the child closed its end
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        elif proc.poll() is not None:
-            break
-    os.close(master)
-    return proc.wait(timeout=timeout), b"".join(chunks).decode(errors="replace")
+    text = read_all(master, proc)
+    return proc.wait(timeout=timeout), text
 
 
 @pytest.mark.slow

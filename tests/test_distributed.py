@@ -23,6 +23,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
+from sweep.tracking import stop
 from tests.conftest import ROOT, clean_env, sweep_cmd
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
@@ -91,18 +92,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 30) -> None:
-    """Stop a process started in its own session, and everything it started."""
-    if proc.poll() is None:
-        with_group = os.getpgid(proc.pid) == proc.pid
-        os.killpg(proc.pid, sig) if with_group else proc.send_signal(sig)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 @dataclass
 class Server:
     proc: subprocess.Popen
@@ -132,7 +121,7 @@ def server(pg: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             time.sleep(0.5)
         yield srv
     finally:
-        _stop(proc)
+        stop(proc, grace=30)
     assert proc.returncode == 0, log.read_text()
 
 
@@ -209,7 +198,7 @@ def test_three_workers_on_postgres_and_a_server_survive_a_killed_worker(pg, serv
             p.wait(timeout=240)
     finally:
         for p in procs:
-            _stop(p, signal.SIGKILL, grace=5)
+            stop(p, grace=5)
     logs = {i: (tmp_path / f"worker{i}.log").read_text() for i in range(3)}
     assert procs[0].returncode == -signal.SIGKILL
     for i in (1, 2):
@@ -327,10 +316,9 @@ def test_server_on_a_missing_database_fails_in_one_masked_line(pg, tmp_path):
 
 
 def test_extra_allowed_hosts_keep_mlflows_local_and_private_defaults():
-    from sweep.server import parse_args, server_command
+    from sweep.server import server_args
 
-    args = parse_args(["--allowed-hosts", "mlflow.lab:5000", "--backend-store-uri", "sqlite://"])
-    cmd = server_command(args, "sqlite://", "/tmp/a")
+    cmd = server_args("sqlite://", "/tmp/a", "127.0.0.1", 5000, allowed_hosts="mlflow.lab:5000")
     hosts = cmd[cmd.index("--allowed-hosts") + 1].split(",")
     assert {"mlflow.lab:5000", "localhost:*", "127.0.0.1:*", "10.*"} <= set(hosts)
     assert "*" not in hosts and "--disable-security-middleware" not in cmd

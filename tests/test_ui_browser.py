@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import queue
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sweep import ui
+from sweep.tracking import check_port, stop
 from tests.conftest import ROOT, clean_env, sweep_cmd
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -133,6 +133,7 @@ def ui_server(tiny_sweep_store: Path, tmp_path: Path) -> Iterator[dict]:
         stdout=subprocess.PIPE,
         stderr=(tmp_path / "ui.err").open("w"),
         text=True,
+        start_new_session=True,
     )
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
@@ -145,9 +146,9 @@ def ui_server(tiny_sweep_store: Path, tmp_path: Path) -> Iterator[dict]:
     except queue.Empty:
         pytest.fail(f"no address within 180 s: {printed}{(tmp_path / 'ui.err').read_text()}")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-    assert ui.port_free("127.0.0.1", port), "the mlflow server outlived `sweep ui`"
+        stop(proc, grace=60)  # SIGTERM, as a service manager ends it
+    assert proc.returncode == 0, (tmp_path / "ui.err").read_text()
+    check_port("127.0.0.1", port)  # raises if the mlflow server outlived `sweep ui`
 
 
 def _wait(driver, condition, timeout: float = 60):  # noqa: ANN001, ANN202

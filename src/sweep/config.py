@@ -43,6 +43,9 @@ def prepare(cfg: DictConfig) -> DictConfig:
     except Exception as exc:  # omegaconf's interpolation errors carry the key in their text
         raise ConfigError(f"cannot resolve config: {first_line(exc)}") from exc
     validate(resolved)
+    lr = OmegaConf.select(resolved, "optimizer.learning_rate")
+    if isinstance(lr, int):  # Keras refuses an int learning rate (`optimizer.learning_rate=1`)
+        resolved.optimizer.learning_rate = float(lr)
     return resolved
 
 

@@ -1,9 +1,11 @@
 """The MLflow adapter: the only package in sweep that imports mlflow.
 
-Runs and their lifecycle (`runs`), and everything else that talks to MLflow, go through here, so
+Runs and their lifecycle (`runs`), experiments' tags for the UI (`experiments`), the launcher
+of `mlflow server` (`server`), and everything else that talks to MLflow, go through here, so
 training, the study and the commands never see MLflow's API, and `tracking=none` needs none of it.
 """
 
+from sweep.tracking.experiments import Experiment, Experiments
 from sweep.tracking.history import Reader
 from sweep.tracking.models import load_alias, load_run_model, logged_model_id, register
 from sweep.tracking.runs import (
@@ -21,8 +23,19 @@ from sweep.tracking.runs import (
     warm_up,
     write_in_background,
 )
+from sweep.tracking.server import (
+    check_port,
+    default_allowed_hosts,
+    local_url,
+    serve,
+    start,
+    stop,
+    wait_healthy,
+)
 
 __all__ = [
+    "Experiment",
+    "Experiments",
     "MlflowClient",
     "MlflowException",
     "NullRun",
@@ -30,15 +43,22 @@ __all__ = [
     "Reader",
     "Run",
     "Tracker",
+    "check_port",
     "check_reachable",
+    "default_allowed_hosts",
     "drain",
     "enable_wal",
     "load_alias",
     "load_run_model",
+    "local_url",
     "logged_model_id",
     "make_tracker",
     "register",
+    "serve",
+    "start",
+    "stop",
     "tracked_run",
+    "wait_healthy",
     "warm_up",
     "write_in_background",
 ]

@@ -90,5 +90,6 @@ def test_dashboard_shows_the_trials_and_charts_of_a_real_study(
         if driver is not None:
             driver.quit()
         stop(proc, grace=30)  # SIGTERM, as a service manager ends it
+        proc.stdout.close()
     assert proc.returncode == 0, err.read_text()
     check_port("127.0.0.1", port)  # raises if optuna-dashboard outlived `sweep dashboard`

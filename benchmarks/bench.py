@@ -417,6 +417,7 @@ def memory_worker(
 ) -> list[dict[str, float]]:
     """In a fresh process: a real study's trials one after another, memory after each."""
     from sweep import worker
+    from sweep.progress import Lines
     from sweep.tracking import drain
 
     sweep = open_bench_sweep(
@@ -425,7 +426,7 @@ def memory_worker(
     samples = [{"trial": 0, **memory_mb()}]
     with background_writes():
         while (trial := worker.next_trial(sweep)) is not None:
-            worker.run_trial(sweep, trial, prefix="  memory part: ")
+            worker.run_trial(sweep, trial, Lines("  memory part: "))
             drain()
             samples.append({"trial": len(samples), **memory_mb()})
     return samples

@@ -64,6 +64,7 @@ CASES = [
     ("predict-no-store", ["predict", "--store", "{store}"], "no MLflow store at", NO_TF),
     ("predict", ["predict", "--x", "abc", "--store", "{store}"], "invalid float", NO_TF),
     ("ui", ["ui", "--port", "notaport", "--store", "{store}"], "--port", NO_TF),
+    ("dashboard", ["dashboard", "--port", "x", "--store", "{store}"], "--port", NO_TF),
     ("ui-no-store", ["ui", "--store", "{store}"], "no MLflow store at", NO_TF),
     ("server", ["server", "--workers", "many"], "--workers", NO_TF),
     ("server-no-db", ["server"], "no backend store", NO_TF),

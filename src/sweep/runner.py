@@ -129,6 +129,17 @@ COMMANDS: dict[str, Command] = {
             store=True,
         ),
         Command(
+            "dashboard",
+            "optuna-dashboard on the study's storage on 127.0.0.1; prints each study's address",
+            "dashboard:main",
+            options=(
+                opt("--port", type=int, default=8080, help="port to listen on (8080)"),
+                opt("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)"),
+                opt("--storage", help="Optuna storage URL (default: sqlite:///<store>/optuna.db)"),
+            ),
+            store=True,
+        ),
+        Command(
             "server",
             "MLflow tracking server on PostgreSQL for workers on many machines",
             "server:main",
@@ -230,7 +241,7 @@ def run_plain(command: Command, argv: list[str]) -> int | None:
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     if command.store:
         kwargs["store"] = existing_store(kwargs.pop("store"), kwargs.pop("tracking_uri"))
-    if command.name not in ("ui", "server"):  # those stop on Ctrl-C themselves, with exit 0
+    if command.name not in ("ui", "server", "dashboard"):  # they stop on Ctrl-C with exit 0
         interrupt.install()
     return command.function()(**kwargs)
 

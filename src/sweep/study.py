@@ -191,6 +191,7 @@ def _create_or_load(
             created = True
         except optuna.exceptions.DuplicatedStudyError:  # another worker won the race
             study = optuna.load_study(**kwargs)
+    name_objectives(study, [name for name, _ in objectives(cfg)])
     if created:
         digest, fixed = fingerprint(cfg)
         study.set_user_attr("fingerprint", digest)
@@ -202,6 +203,18 @@ def _create_or_load(
         # Every worker seeds its sampler alike; a joiner would replay the creator's proposals.
         study.sampler.reseed_rng()
     return study, created
+
+
+def name_objectives(study: optuna.Study, names: Sequence[str]) -> None:
+    """Name the objectives on the study, so optuna-dashboard shows `val_mse`, not "Objective 0".
+
+    Also names those of a study made before this existed; a study that has names keeps them.
+    """
+    if study.metric_names is not None:
+        return
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, still in 5.0
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(names))
 
 
 def check_fingerprint(cfg: DictConfig, study: optuna.Study) -> None:
@@ -283,6 +296,15 @@ def counts(study: optuna.Study) -> tuple[int, list[int]]:
     trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
     done = sum(t.state in FINISHED for t in trials)
     return done, sorted(t.number for t in trials if t.state == TrialState.RUNNING)
+
+
+def failed_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials that failed on their own: not a surplus given back, not an interrupted one."""
+    return [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        if not str(t.user_attrs.get("fail_reason", "")).startswith(("surplus", "interrupted"))
+    ]
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:

@@ -23,17 +23,18 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from sweep import console, interrupt
+from sweep import interrupt
 from sweep.errors import EXIT_INTERRUPTED, Diverged, SweepError, first_line
+from sweep.progress import Lines, Live, Silent, View
 from sweep.search import apply_params, objectives
-from sweep.study import MLFLOW_STATUS, RUN_ATTR, Sweep, best_trial, counts
+from sweep.study import MLFLOW_STATUS, RUN_ATTR, Sweep, counts, failed_trials
 from sweep.tracking import tracked_run, warm_up, write_in_background
 
 if TYPE_CHECKING:
     from sweep.training import TrainResult
 
 
-def next_trial(sweep: Sweep, poll: float = 1.0) -> optuna.Trial | None:
+def next_trial(sweep: Sweep, poll: float = 1.0, view: View | None = None) -> optuna.Trial | None:
     """Ask for a trial while the target is not met; None once it is. Waits while others finish."""
     target = sweep.cfg.search.n_trials
     waiting_said = False
@@ -55,7 +56,9 @@ def next_trial(sweep: Sweep, poll: float = 1.0) -> optuna.Trial | None:
             trial.set_user_attr("fail_reason", "surplus: the target was reached by other workers")
             sweep.study.tell(trial, state=TrialState.FAIL)
         elif not waiting_said:
-            console.say(f"waiting for {len(running)} running trial(s) to finish or go stale")
+            (view or Lines()).note(
+                f"waiting for {len(running)} running trial(s) to finish or go stale"
+            )
             waiting_said = True
         time.sleep(poll)
 
@@ -63,11 +66,7 @@ def next_trial(sweep: Sweep, poll: float = 1.0) -> optuna.Trial | None:
 def check_failures(sweep: Sweep) -> None:
     """Stop a sweep whose trials keep failing instead of asking for new ones forever."""
     limit = sweep.cfg.search.max_failed_trials
-    failed = [
-        t
-        for t in sweep.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        if not str(t.user_attrs.get("fail_reason", "")).startswith(("surplus", "interrupted"))
-    ]
+    failed = failed_trials(sweep.study)
     if limit and len(failed) >= limit:
         last = failed[-1].user_attrs.get("fail_reason", "no reason recorded")
         raise SweepError(
@@ -76,26 +75,26 @@ def check_failures(sweep: Sweep) -> None:
         )
 
 
-def run_worker(sweep: Sweep, prefix: str = "") -> int:
+def run_worker(sweep: Sweep, view: View | None = None) -> int:
     """Run trials until the study has `search.n_trials` finished ones; returns trials run here.
 
     Plots are written on a background thread while the next trial trains; all are on disk
     before this returns.
     """
-    ran = 0
+    ran, view = 0, view or Lines()
     if sweep.tracker.enabled and sweep.cfg.tracking.log_model:
         warm_up()
     write_in_background(True)
     try:
-        while (trial := next_trial(sweep)) is not None:
-            run_trial(sweep, trial, prefix)
+        while (trial := next_trial(sweep, view=view)) is not None:
+            run_trial(sweep, trial, view)
             ran += 1
     finally:
         write_in_background(False)
     return ran
 
 
-def run_trial(sweep: Sweep, trial: optuna.Trial, prefix: str = "") -> TrialState:
+def run_trial(sweep: Sweep, trial: optuna.Trial, view: View | None = None) -> TrialState:
     """One trial as one MLflow child run; pruned, diverged and interrupted trials are marked.
 
     The run closes first (its status and `sweep.state` tag match the trial's), then the trial
@@ -105,11 +104,8 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, prefix: str = "") -> TrialState
 
     start = time.perf_counter()
     cfg = apply_params(sweep.cfg, trial.params)
-    hooks = [
-        console.epoch_counter(f"trial {trial.number}", cfg.trainer.epochs),
-        interrupt.check,
-        pruning_hook(trial),
-    ]
+    view = view or Lines()
+    hooks = [interrupt.check, pruning_hook(trial), *view.hooks(trial.number, cfg.trainer.epochs)]
     try:
         with (
             tracked_run(*_run_spec(sweep, trial), failed_tags={"sweep.state": "FAIL"}) as run,
@@ -131,7 +127,7 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, prefix: str = "") -> TrialState
         raise
     tell(sweep.study, trial, outcome)
     seconds = time.perf_counter() - start
-    _report(sweep, trial, outcome, seconds, run.run_id, prefix)
+    view.trial_done(sweep, trial, outcome, seconds, run.run_id)
     return outcome.state
 
 
@@ -172,32 +168,6 @@ def tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
         study.tell(trial, outcome.value)
     else:
         study.tell(trial, state=outcome.state)
-
-
-def _report(
-    sweep: Sweep,
-    trial: optuna.Trial,
-    outcome: Outcome,
-    seconds: float,
-    run_id: str | None,
-    prefix: str,
-) -> None:
-    done, _ = counts(sweep.study)
-    best = best_trial(sweep.study)
-    line = console.trial_line(
-        done,
-        sweep.cfg.search.n_trials,
-        trial.number,
-        outcome.state.name,
-        outcome.value,
-        (best.number, best.value) if best else None,
-        trial.params,
-        seconds,
-        run_id,
-        outcome.reason or outcome.note,
-        objectives(sweep.cfg)[0][0],
-    )
-    console.say(line, prefix)
 
 
 def retry_later(study: optuna.Study, trial: optuna.Trial) -> None:
@@ -255,24 +225,28 @@ class heartbeat:  # noqa: N801 - used as a context manager, reads like one
         self.stop.set()
 
 
-def run_workers(sweep: Sweep, jobs: int) -> None:
+def run_workers(sweep: Sweep, jobs: int, view: View | None = None) -> None:
     """Run the study here (one worker) or in `jobs` spawned worker processes."""
     if jobs <= 1:
-        run_worker(sweep)
+        run_worker(sweep, view)
     else:
-        run_processes(sweep.cfg, sweep.overrides, jobs)
+        run_processes(sweep.cfg, sweep.overrides, jobs, view)
 
 
-def run_processes(cfg: DictConfig, overrides: Sequence[str], jobs: int) -> None:
+def run_processes(
+    cfg: DictConfig, overrides: Sequence[str], jobs: int, view: View | None = None
+) -> None:
     """Start `jobs` worker processes on the same study and parent run; wait for all of them.
 
     A stop request (Ctrl-C, or SIGTERM sent to this process alone, as a scheduler does) is
-    passed on to every worker, which closes its trial and exits.
+    passed on to every worker, which closes its trial and exits. With a live `view` here, the
+    workers print no trial lines: the view, fed from the study, shows them all.
     """
     ctx = multiprocessing.get_context("spawn")
+    live = isinstance(view, Live)
     data = OmegaConf.to_container(cfg, resolve=True)
     procs = [
-        ctx.Process(target=_worker_process, args=(data, list(overrides), i, jobs))
+        ctx.Process(target=_worker_process, args=(data, list(overrides), i, jobs, live))
         for i in range(jobs)
     ]
     for p in procs:
@@ -280,6 +254,8 @@ def run_processes(cfg: DictConfig, overrides: Sequence[str], jobs: int) -> None:
     forwarded = False
     while any(p.is_alive() for p in procs):
         time.sleep(0.2)
+        if view is not None:
+            view.poll()
         if interrupt.requested() and not forwarded:
             for p in procs:
                 if p.is_alive():
@@ -291,7 +267,9 @@ def run_processes(cfg: DictConfig, overrides: Sequence[str], jobs: int) -> None:
         raise SweepError(f"{len(bad)} worker(s) failed (exit codes {bad}); see their output above")
 
 
-def _worker_process(data: dict, overrides: list[str], index: int, jobs: int) -> None:
+def _worker_process(
+    data: dict, overrides: list[str], index: int, jobs: int, live: bool = False
+) -> None:
     """Entry of one spawned worker: pinned to its cores, its own TensorFlow threads."""
     from sweep.study import open_sweep
 
@@ -301,7 +279,8 @@ def _worker_process(data: dict, overrides: list[str], index: int, jobs: int) -> 
     if threads and cfg.trainer.threads is None:
         cfg.trainer.threads = threads
     try:
-        run_worker(open_sweep(cfg, overrides), prefix=f"[w{index}] ")
+        view = Silent() if live else Lines(f"[w{index}] ")
+        run_worker(open_sweep(cfg, overrides), view)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
     except SweepError as exc:

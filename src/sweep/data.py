@@ -163,18 +163,10 @@ def from_csv(
     features: list[str] | None,
     targets: list[str] | str,
     task: str = "regression",
-    seed: int = 0,
-    val_fraction: float = 0.15,
-    test_fraction: float = 0.15,
-    standardize: bool = True,
+    **split: Any,
 ) -> Dataset:
     """A CSV file with a header row; `features: null` means every column that is not a target."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ConfigError(f"path={path!r}: no such file")
-    header, rows = read_csv_table(file)
-    targets = [targets] if isinstance(targets, str) else list(targets)
-    features = [c for c in header if c not in targets] if features is None else list(features)
+    file, header, rows, features, targets = csv_layout(path, features, targets, "path")
     missing = [c for c in [*features, *targets] if c not in header]
     if missing:
         raise ConfigError(
@@ -183,7 +175,21 @@ def from_csv(
     x = csv_columns(file, header, rows, features)
     y = csv_columns(file, header, rows, targets)
     source = {"file": str(file.resolve()), "file_sha256": file_digest(file)}
-    return from_arrays(x, y, task, seed, val_fraction, test_fraction, standardize, source)
+    return from_arrays(x, y, task, source=source, **split)
+
+
+def csv_layout(
+    path: str, features: list[str] | None, targets: list[str] | str | None, key: str
+) -> tuple[Path, list[str], list[list[str]], list[str], list[str]]:
+    """A CSV's file, header, rows, and its feature and target column names (features default to
+    every column that is not a target); one line when the file is missing."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"{key}={path!r}: no such file")
+    header, rows = read_csv_table(file)
+    targets = [targets] if isinstance(targets, str) else list(targets or [])
+    features = list(features) if features else [c for c in header if c not in targets]
+    return file, header, rows, features, targets
 
 
 def read_csv_table(file: Path) -> tuple[list[str], list[list[str]]]:
@@ -224,24 +230,22 @@ def file_digest(path: str | Path) -> str:
 # --------------------------------------------------------------------------- scikit-learn's own
 
 
-def diabetes(
-    seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15, standardize: bool = True
-) -> Dataset:
+def diabetes(**split: Any) -> Dataset:
     """442 patients x 10 features -> disease progression after one year (regression)."""
-    from sklearn.datasets import load_diabetes
-
-    x, y = load_diabetes(return_X_y=True)
-    return from_arrays(x, y, "regression", seed, val_fraction, test_fraction, standardize)
+    return _bundled("load_diabetes", "regression", **split)
 
 
-def digits(
-    seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15, standardize: bool = True
-) -> Dataset:
+def digits(**split: Any) -> Dataset:
     """1,797 8x8 images of handwritten digits, 64 pixels -> one of 10 classes."""
-    from sklearn.datasets import load_digits
+    return _bundled("load_digits", "classification", **split)
 
-    x, y = load_digits(return_X_y=True)
-    return from_arrays(x, y, "classification", seed, val_fraction, test_fraction, standardize)
+
+def _bundled(loader: str, task: str, **split: Any) -> Dataset:
+    """A data set that ships inside scikit-learn's wheel (nothing is downloaded), split."""
+    import sklearn.datasets
+
+    x, y = getattr(sklearn.datasets, loader)(return_X_y=True)
+    return from_arrays(x, y, task, **split)
 
 
 # --------------------------------------------------------------------------- any of the above

@@ -7,7 +7,6 @@ current best without knowing run or model ids. `python -m sweep predict` shows i
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -101,7 +100,7 @@ def csv_predictions(store: Store, run_id: str, model: Any, path: str) -> str:
 
     import yaml
 
-    from sweep.data import csv_columns, read_csv_table
+    from sweep.data import csv_columns, csv_layout
     from sweep.tracking import Reader
 
     reader = Reader(store.uri)
@@ -109,13 +108,9 @@ def csv_predictions(store: Store, run_id: str, model: Any, path: str) -> str:
     data = yaml.safe_load(reader.artifact_text(run, "config.yaml"))["data"]
     scaled = "scaling.json" in reader.artifact_names(run)
     scaling = json.loads(reader.artifact_text(run, "scaling.json")) if scaled else {}
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ConfigError(f"--csv {path}: no such file")
-    header, rows = read_csv_table(file)
-    targets = data.get("targets") or []
-    targets = [targets] if isinstance(targets, str) else targets
-    features = data.get("features") or [c for c in header if c not in targets]
+    file, header, rows, features, targets = csv_layout(
+        path, data.get("features"), data.get("targets"), "--csv"
+    )
     missing = [c for c in features if c not in header]
     if missing:
         raise ConfigError(f"--csv {path}: no column {missing[0]!r}; the model reads {features}")

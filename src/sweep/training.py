@@ -218,7 +218,8 @@ def train(
         model(data.train.x[:1])
     rng = np.random.default_rng(seed)
     result = TrainResult()
-    epoch_runner = _compiled_epochs(model, optimizer, data, loss, batch_size, jit_compile)
+    setup = _Setup(model, optimizer, data, loss, batch_size, jit_compile)
+    epoch_runner = _compiled_epochs(setup)
     try:
         for epoch in range(1, epochs + 1):
             perm = rng.permutation(len(data.train.x)).astype(np.int32)
@@ -229,7 +230,7 @@ def train(
                     raise
                 result.fallback = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
                 epoch_runner.close()
-                epoch_runner = _fit_epochs(model, optimizer, data, loss, batch_size)
+                epoch_runner = _fit_epochs(setup)
                 train_loss, val_loss = epoch_runner(perm)
             log = EpochLog(epoch, train_loss, val_loss)
             result.history.append(log)
@@ -248,21 +249,27 @@ def train(
     return result
 
 
+@dataclass(frozen=True)
+class _Setup:
+    """What an epoch runner trains: the model, its optimizer, the data, the loss, the batches."""
+
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
+    data: Dataset
+    loss: str
+    batch_size: int
+    jit: bool
+
+
 class _compiled_epochs:  # noqa: N801 - called like the function it wraps
     """The compiled epoch, bound to one data set: perm in, (train loss, val loss) out."""
 
-    def __init__(
-        self,
-        model: keras.Model,
-        optimizer: keras.optimizers.Optimizer,
-        data: Dataset,
-        loss: str,
-        batch_size: int,
-        jit: bool,
-    ) -> None:
-        optimizer.build(model.trainable_variables)
-        self.run_epoch = _epoch_function(model, optimizer, loss_function(loss), batch_size, jit)
-        self.args = [tf.constant(a) for a in (data.train.x, data.train.y, data.val.x, data.val.y)]
+    def __init__(self, s: _Setup) -> None:
+        s.optimizer.build(s.model.trainable_variables)
+        fn = loss_function(s.loss)
+        self.run_epoch = _epoch_function(s.model, s.optimizer, fn, s.batch_size, s.jit)
+        d = s.data
+        self.args = [tf.constant(a) for a in (d.train.x, d.train.y, d.val.x, d.val.y)]
         self.perm = None
 
     def __call__(self, perm: np.ndarray) -> tuple[float, float]:
@@ -283,17 +290,10 @@ class _compiled_epochs:  # noqa: N801 - called like the function it wraps
 class _fit_epochs:  # noqa: N801 - called like the function it replaces
     """Keras's own `fit`, one epoch per call on our permutation: same losses, hooks and seeds."""
 
-    def __init__(
-        self,
-        model: keras.Model,
-        optimizer: keras.optimizers.Optimizer,
-        data: Dataset,
-        loss: str,
-        batch_size: int,
-    ) -> None:
-        fn = loss_function(loss)
-        model.compile(optimizer=optimizer, loss=lambda y, p: fn(y, p), jit_compile=False)
-        self.model, self.data, self.batch_size = model, data, batch_size
+    def __init__(self, s: _Setup) -> None:
+        fn = loss_function(s.loss)
+        s.model.compile(optimizer=s.optimizer, loss=lambda y, p: fn(y, p), jit_compile=False)
+        self.model, self.data, self.batch_size = s.model, s.data, s.batch_size
 
     def __call__(self, perm: np.ndarray) -> tuple[float, float]:
         d = self.data

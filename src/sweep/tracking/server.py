@@ -6,9 +6,8 @@ Host allowlist), the lifecycle there.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-from collections.abc import Callable
+from typing import Any
 
 from sweep import processes
 from sweep.processes import check_port, local_url, stop, wait_healthy
@@ -22,7 +21,6 @@ __all__ = [
     "default_allowed_hosts",
     "local_url",
     "serve",
-    "start",
     "stop",
     "wait_healthy",
 ]
@@ -39,18 +37,9 @@ def command(cmd_args: list[str]) -> list[str]:
     return [sys.executable, "-m", "mlflow", "server", *cmd_args]
 
 
-def start(cmd_args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-    """`python -m mlflow server <cmd_args>` in its own process group, without the job runner."""
-    return processes.start(command(cmd_args), {**(os.environ if env is None else env), **NO_JOBS})
-
-
-def serve(
-    cmd_args: list[str],
-    url: str,
-    env: dict[str, str] | None = None,
-    on_ready: Callable[[], None] = lambda: None,
-    timeout: float = STARTUP_SECONDS,
-) -> int:
-    """`mlflow server` until SIGINT/SIGTERM (exit 0), `on_ready` once /health answers."""
+def serve(cmd_args: list[str], url: str, env: dict[str, str] | None = None, **options: Any) -> int:
+    """`mlflow server` without its job runner until SIGINT/SIGTERM (exit 0); `options` (on_ready,
+    timeout) go to `processes.serve`."""
     env = {**(os.environ if env is None else env), **NO_JOBS}
-    return processes.serve(command(cmd_args), url, env, on_ready, timeout)
+    options.setdefault("timeout", STARTUP_SECONDS)
+    return processes.serve(command(cmd_args), url, env, **options)

@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -167,6 +167,11 @@ def check_url(key: str, url: Any, schemes: tuple[str, ...]) -> None:
         writable_dir(key, Path(path).parent)
     elif scheme in ("http", "https", "postgresql", "postgresql+psycopg2", "mysql"):
         parts = urlsplit(url)
+        if url.split("://", 1)[1].count("@") > parts.netloc.count("@"):
+            raise ConfigError(
+                f"{key}={mask_url(url)!r}: its password holds / ? or #; percent-encode them "
+                "(/ as %2F, ? as %3F, # as %23) or keep it in PGPASSWORD or ~/.pgpass"
+            )
         if not parts.hostname:
             raise ConfigError(f"{key}={mask_url(url)!r} names no host")
         try:
@@ -196,25 +201,45 @@ def writable_dir(key: str, folder: Path) -> None:
         raise ConfigError(f"{key}: {what} {existing} is not writable")
 
 
+# A query parameter that carries a secret (`?password=`, libpq's `sslpassword`, `token=`). Its
+# value ends at the next parameter, or before quotes and brackets that close the text around the
+# URL (a YAML or shell quote), so masking never breaks the record it runs over.
+SECRET_QUERY = re.compile(
+    r"(?i)(?P<key>[?&;][a-z_]*(?:password|passwd|pwd|secret|token))="
+    r"(?P<value>[^&#\s]*?)(?=['\"\\,;)\]}]*(?:[&#\s]|$))"
+)
+
+
 def mask_url(url: str | None) -> str | None:
-    """Replace a password in a URL with *** so it can be printed or logged."""
+    """The one masking of a URL: its password, and any secret query parameter, become ***.
+
+    The userinfo runs to the LAST `@` and the password from the first `:`, so a password holding
+    `:`, `@`, `/` or a quote is masked whole (SQLAlchemy's own `make_url` stops at the first `@`).
+    """
     if not url or "://" not in url:
         return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    return urlunsplit(
-        parts._replace(netloc=re.sub(r":[^:]*$", ":***", netloc[0]) + "@" + netloc[1])
-    )
+    scheme, rest = url.split("://", 1)
+    at = rest.rfind("@")
+    if at > 0 and ":" in rest[:at]:
+        rest = rest[: rest.index(":")] + ":***" + rest[at:]
+    return f"{scheme}://{SECRET_QUERY.sub(lambda m: m['key'] + '=***', rest)}"
 
 
-URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
 
 
 def mask_text(value: Any) -> str:
-    """Text with every URL's password replaced by ***: configs, overrides, commands, tracebacks."""
+    """Text with every URL masked by `mask_url`: configs, overrides, commands, tracebacks, tags."""
     return URL.sub(lambda m: mask_url(m.group()), str(value))
+
+
+def mask_data(data: Any) -> Any:
+    """A record (dicts, lists, strings) with every string masked, before it is serialised."""
+    if isinstance(data, dict):
+        return {k: mask_data(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [mask_data(v) for v in data]
+    return mask_text(data) if isinstance(data, str) else data
 
 
 @dataclass(frozen=True)
@@ -259,8 +284,7 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, str]:
         if isinstance(value, dict) and value:
             flat.update(flatten(value, f"{name}."))
         else:
-            text = str(value)
-            flat[name] = mask_url(text) if "://" in text else text
+            flat[name] = mask_text(value)
     return flat
 
 

@@ -133,3 +133,102 @@ def test_a_keras_file_with_a_lambda_is_refused_by_safe_mode(logged_model):
     evil.save(mlmodel.parent / "data" / "model.keras")  # the attacker overwrites the file
     with pytest.raises(ValueError, match="safe_mode"):
         load_run_model(uri, run_id)
+
+
+# --------------------------------------------------------------------------- records from a store
+
+
+def forged_record(tracker, config: dict) -> str:
+    """A run whose record (config.yaml, replay.json) an attacker wrote; returns its id."""
+    run = tracker.start_run("forged")
+    run.client.log_text(run.run_id, yaml.safe_dump(config), "config.yaml")
+    run.client.log_text(run.run_id, "{}", "replay.json")
+    run.end()
+    return run.run_id
+
+
+@pytest.fixture
+def today(compose_cfg) -> dict:
+    """Today's resolved config, as a run would log it."""
+    from omegaconf import OmegaConf
+
+    from sweep.config import prepare
+
+    return OmegaConf.to_container(prepare(compose_cfg("experiment=tiny")))
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        ({"seed": "${oc.env:PGPASSWORD}"}, "holds an interpolation at seed"),
+        ({"data": {"step": 1e-12}}, "more than 10,000,000 points"),
+        ({"model": {"_target_": "os.system"}}, "model._target_='os.system' is not allowed"),
+        ({"trusted_modules": ["evil"]}, "trusts modules this checkout does not (evil)"),
+    ],
+)
+def test_a_forged_record_is_refused_in_one_line_and_runs_nothing(
+    tracker, today, edit, said, capsys, monkeypatch
+):
+    from omegaconf import OmegaConf
+
+    from sweep.runner import main
+
+    monkeypatch.setenv("PGPASSWORD", "env-s3cret")
+    record = OmegaConf.to_container(OmegaConf.merge(today, edit))
+    run_id = forged_record(tracker, record)
+    before = len(tracker.client.search_runs([tracker.experiment_id]))
+    folder = str(Path(tracker.artifact_root).parent)
+    assert main(["rerun", run_id, "--store", folder]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and said in err, err
+    assert "env-s3cret" not in err
+    assert len(tracker.client.search_runs([tracker.experiment_id])) == before
+
+
+# --------------------------------------------------------------------------- names and the UI
+
+
+@pytest.mark.parametrize("name", ["it's", "../x", "a/b", "..", "x\x1b[2J"])
+def test_a_study_name_that_would_break_a_filter_or_a_path_is_refused(compose_cfg, name):
+    from sweep.config import prepare
+
+    cfg = compose_cfg()
+    cfg.search.study_name = name  # as `search.study_name=...` on the command line
+    with pytest.raises(ConfigError, match="must be letters, digits"):
+        prepare(cfg)
+
+
+def test_a_study_named_by_someone_else_cannot_write_the_report_outside_the_store(tmp_path):
+    from sweep.report import report_path
+
+    assert report_path(tmp_path, "sine-mlp") == (tmp_path / "reports" / "sine-mlp.html").resolve()
+    for name in ("../x", "../../etc/evil", "a/b"):
+        with pytest.raises(ConfigError, match="outside"):
+            report_path(tmp_path, name)
+
+
+def test_champion_stays_on_another_studys_better_model():
+    from sweep.registry import keeps_champion
+
+    ours = {"study": "b", "objective": "val_mse", "best_value": 0.2}
+    better = {"study": "a", "objective": "val_mse", "val_mse": "0.1"}
+    assert keeps_champion(better, ours, "minimize")
+    assert not keeps_champion(better, ours, "maximize")
+    assert not keeps_champion({**better, "val_mse": "0.3"}, ours, "minimize")
+    assert not keeps_champion({**better, "study": "b"}, ours, "minimize")  # its own study: moves
+    assert not keeps_champion(None, ours, "minimize")
+
+
+def test_ui_tags_only_experiments_that_hold_sweeps_runs(tracker):
+    from sweep.tracking import Experiments
+    from sweep.ui import KIND_TAG, addresses
+
+    ours = tracker.start_run("ours", tags={"sweep.kind": "single"})
+    ours.end()
+    foreign = tracker.client.create_experiment("other-project")
+    tracker.client.create_run(foreign)
+    lines = addresses(Experiments(tracker.uri), "http://127.0.0.1:5000")
+    assert any("'sine'" in line for line in lines)
+    assert not any("other-project" in line for line in lines)
+    assert KIND_TAG not in tracker.client.get_experiment(foreign).tags
+    assert KIND_TAG in tracker.client.get_experiment(tracker.experiment_id).tags

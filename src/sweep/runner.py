@@ -207,10 +207,10 @@ def guard(work: Callable[[], int | None]) -> int:
 
 
 def report(exc: SweepError) -> int:
-    """The one line a known failure prints; URL passwords masked."""
-    from sweep.config import mask_text
+    """The one line a known failure prints; URL passwords masked, control characters not shown."""
+    from sweep.config import printable
 
-    print(f"error: {mask_text(first_line(exc))}", file=sys.stderr)
+    print(f"error: {printable(first_line(exc))}", file=sys.stderr)
     return exc.exit_code
 
 

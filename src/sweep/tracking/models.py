@@ -96,6 +96,14 @@ def load_keras(uri: str, model_uri: str) -> Any:
         return keras.saving.load_model(keras_file(Path(local), model_uri), safe_mode=True)
 
 
+def alias_tags(uri: str, name: str, alias: str) -> dict[str, str] | None:
+    """The tags of the version `alias` points at, or None when there is none yet."""
+    try:
+        return dict(MlflowClient(uri).get_model_version_by_alias(name, alias).tags)
+    except MlflowException:
+        return None
+
+
 def load_alias(uri: str, name: str, alias: str) -> tuple[Any, Any]:
     """The Keras model behind `models:/<name>@<alias>`, with its registry version."""
     mv = MlflowClient(uri).get_model_version_by_alias(name, alias)

@@ -232,3 +232,30 @@ def test_ui_tags_only_experiments_that_hold_sweeps_runs(tracker):
     assert not any("other-project" in line for line in lines)
     assert KIND_TAG not in tracker.client.get_experiment(foreign).tags
     assert KIND_TAG in tracker.client.get_experiment(tracker.experiment_id).tags
+
+
+# --------------------------------------------------------------------------- shared studies
+
+
+def test_cmaes_on_a_shared_storage_is_refused_before_connecting(compose_cfg):
+    from sweep.config import prepare
+    from sweep.study import open_sweep
+
+    cfg = prepare(compose_cfg("search/sampler=cmaes"))
+    cfg.search.storage = "postgresql://bob@127.0.0.1:1/optuna"  # nothing listens: not reached
+    with pytest.raises(ConfigError, match="cmaes unpickles"):
+        open_sweep(cfg)
+
+
+def test_a_sqlite_study_refuses_workers_of_another_host(tmp_path):
+    import optuna
+
+    from sweep.study import HOST_ATTR, check_one_host
+
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(study_name="s", storage=url)
+    check_one_host(url, study, created=True)
+    check_one_host(url, optuna.load_study(study_name="s", storage=url), created=False)
+    study.set_user_attr(HOST_ATTR, "node-17")  # the same file, seen from another machine
+    with pytest.raises(ConfigError, match="made on 'node-17'"):
+        check_one_host(url, optuna.load_study(study_name="s", storage=url), created=False)

@@ -259,3 +259,54 @@ def test_a_sqlite_study_refuses_workers_of_another_host(tmp_path):
     study.set_user_attr(HOST_ATTR, "node-17")  # the same file, seen from another machine
     with pytest.raises(ConfigError, match="made on 'node-17'"):
         check_one_host(url, optuna.load_study(study_name="s", storage=url), created=False)
+
+
+# --------------------------------------------------------------------------- the Makefile
+
+
+def make(tmp_path: Path, *args: str, stdin: str = "") -> str:
+    """`make <args>` on a copy of the Makefile in tmp_path, no venv (PY=true does nothing)."""
+    import shutil
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    out = subprocess.run(
+        ["make", "--no-print-directory", "STAMP=", "PY=true", *args],
+        cwd=tmp_path,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("target", ["baseline", "sweep", "worker", "report", "rerun", "robust"])
+def test_make_does_not_echo_arguments_into_logs(tmp_path, target):
+    assert make(tmp_path, target, f"ARGS=search.storage={URLS[0]}", "STUDY=it's") == ""
+
+
+def test_make_clean_lists_what_it_deletes_and_keeps_server_artifacts(tmp_path):
+    runs = tmp_path / "mlruns"
+    (runs / "server-artifacts" / "1").mkdir(parents=True)
+    (runs / "mlflow.db").touch()
+    (runs / ".gitkeep").touch()
+    said = make(tmp_path, "clean", stdin="y\n")
+    assert "mlruns/mlflow.db" in said and "kept: mlruns/server-artifacts" in said
+    assert sorted(p.name for p in runs.iterdir()) == [".gitkeep", "server-artifacts"]
+    assert (runs / "server-artifacts" / "1").is_dir()
+
+
+def test_server_basic_auth_needs_the_admins_own_config(tmp_path, monkeypatch, capsys):
+    from sweep.runner import main
+    from sweep.server import server_args
+
+    monkeypatch.delenv("MLFLOW_AUTH_CONFIG_PATH", raising=False)
+    db = "postgresql://bob@127.0.0.1:1/mlflow"
+    assert main(["server", "--basic-auth", "--backend-store-uri", db]) == 2
+    assert "MLFLOW_AUTH_CONFIG_PATH" in capsys.readouterr().err
+    args = server_args(db, str(tmp_path), "0.0.0.0", 5000, basic_auth=True)
+    assert args[args.index("--app-name") + 1] == "basic-auth"

@@ -160,6 +160,11 @@ COMMANDS: dict[str, Command] = {
                 opt("--workers", type=int, help="server processes (MLflow's default: 4)"),
                 opt("--allowed-hosts", help="extra Host headers to accept, e.g. mlflow.lab:5000"),
                 opt("--cors-allowed-origins", help="extra browser origins to allow"),
+                opt(
+                    "--basic-auth",
+                    action="store_true",
+                    help="MLflow's login (--app-name basic-auth); needs MLFLOW_AUTH_CONFIG_PATH",
+                ),
             ),
         ),
     )

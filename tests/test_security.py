@@ -69,11 +69,21 @@ def test_a_password_with_a_slash_is_refused_without_printing_it(tmp_path):
 @pytest.fixture(scope="module")
 def tracker(tmp_path_factory: pytest.TempPathFactory):
     """One SQLite store for the module (its schema migration takes seconds)."""
+    import os
+
+    import mlflow
+
     from sweep.tracking import Tracker
 
     folder = tmp_path_factory.mktemp("store")
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     tracker = Tracker(f"sqlite:///{folder}/mlflow.db", "sine", str(folder / "artifacts"))
     tracker.setup()
+    mlflow.set_tracking_uri(None)  # Tracker exports it; other modules' tests must not see it
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
     return tracker
 
 
@@ -81,10 +91,12 @@ def tracker(tmp_path_factory: pytest.TempPathFactory):
 def logged_model(tracker):
     """A run with a small Keras model logged: (uri, run id, its MLmodel file on disk)."""
     import keras
+    import mlflow
     import numpy as np
 
     from sweep.tracking import logged_model_id
 
+    mlflow.set_tracking_uri(tracker.uri)  # Model.log writes through it; conftest resets it
     run = tracker.start_run("victim")
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     run.log_model(model, np.zeros((2, 1), np.float32), [])

@@ -148,8 +148,8 @@ def parallel_image(
     complete = [r for r in rows if r.trial.state == TrialState.COMPLETE and r.trial.params]
     if len(complete) < 2:
         return None
-    names = sorted({k for r in complete for k in r.trial.params})
-    complete = [r for r in complete if all(k in r.trial.params for k in names)]
+    # A conditional space's branch params are absent from some trials: draw the shared ones.
+    names = sorted(set.intersection(*(set(r.trial.params) for r in complete)))
     columns = {k: [r.trial.params[k] for r in complete] for k in names}
     dists = complete[0].trial.distributions
     logs = [k for k in names if getattr(dists.get(k), "log", False)]

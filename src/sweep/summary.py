@@ -9,6 +9,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep import console, plots
+from sweep.budget import STOPPED_ATTR
 from sweep.registry import register_champion
 from sweep.study import FINISHED, RUN_ATTR, Sweep, best_trial, counts
 
@@ -27,6 +28,7 @@ def summarize(sweep: Sweep) -> dict[str, Any]:
         "best_val_mse": best.value if best else None,
         "best_params": best.params if best else None,
         "best_run_id": best.user_attrs.get(RUN_ATTR) if best else None,
+        "stopped_by": study.user_attrs.get(STOPPED_ATTR),
     }
     if sweep.parent_run_id is None:
         return summary
@@ -34,6 +36,8 @@ def summarize(sweep: Sweep) -> dict[str, Any]:
     parent.log_json(summary, "summary.json")
     tags = {"best_trial": summary["best_trial"], "best_run_id": summary["best_run_id"] or ""}
     tags.update({f"best.{k}": v for k, v in (summary["best_params"] or {}).items()})
+    if summary["stopped_by"]:
+        tags["sweep.stopped_by"] = summary["stopped_by"]
     parent.set_tags(tags)
     if best:
         parent.log_metrics(
@@ -44,7 +48,7 @@ def summarize(sweep: Sweep) -> dict[str, Any]:
     _summary_plots(parent, study)
     register_champion(sweep.cfg, summary)
     done, running = counts(study)
-    if done >= sweep.cfg.search.n_trials and not running:
+    if (done >= sweep.cfg.search.n_trials or summary["stopped_by"]) and not running:
         parent.end("FINISHED")
     return summary
 
@@ -92,6 +96,8 @@ def stopped(sweep: Sweep, why: str, close_parent: bool) -> str:
 def summary_text(summary: dict[str, Any]) -> str:
     """The closing lines of a sweep: where it stands and the best trial."""
     lines = [f"study {summary['study']}: {json.dumps(summary['states'])}"]
+    if summary.get("stopped_by"):
+        lines.append(f"stopped early by its budget: {summary['stopped_by']}")
     if summary["best_trial"] is not None:
         lines.append(
             f"best: trial {summary['best_trial']}  val_mse={summary['best_val_mse']:.3e}  "

@@ -46,9 +46,16 @@ def column(group: str, key: str) -> str:
     return f"{group}.`{key}`"
 
 
+SWEPT_PARAM = "sweep.params"  # logged on a parent run by study.py
+
+
 def swept_params(experiments: Experiments, experiment_id: str) -> list[str]:
-    """The params a study sweeps, read from its parent run's `search.space.*` params."""
+    """The params a study sweeps: every key any trial may sample (a conditional space's branch
+    keys included), logged on its parent run; older parents give their `search.space.*`."""
     parents = experiments.run_params(experiment_id, "tags.`sweep.kind` = 'sweep'")
+    listed = {k for params in parents for k in params.get(SWEPT_PARAM, "").split(",") if k}
+    if listed:
+        return sorted(listed)
     prefix = "search.space."
     keys = {k[len(prefix) :] for params in parents for k in params if k.startswith(prefix)}
     return sorted(keys) if keys else list(DEFAULT_SWEPT)

@@ -23,9 +23,9 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from sweep import console, interrupt
+from sweep import budget, console, interrupt
 from sweep.errors import EXIT_INTERRUPTED, Diverged, SweepError, first_line
-from sweep.search import apply_params
+from sweep.search import apply_params, sample
 from sweep.study import MLFLOW_STATUS, RUN_ATTR, Sweep, best_trial, counts
 from sweep.tracking import tracked_run, warm_up, write_in_background
 
@@ -34,18 +34,22 @@ if TYPE_CHECKING:
 
 
 def next_trial(sweep: Sweep, poll: float = 1.0) -> optuna.Trial | None:
-    """Ask for a trial while the target is not met; None once it is. Waits while others finish."""
+    """Ask for a trial while the target is not met and no budget is spent; None once either is.
+
+    Waits while other workers' trials finish (they may still meet the target).
+    """
     target = sweep.cfg.search.n_trials
     waiting_said = False
     while True:
         interrupt.check()
         optuna.storages.fail_stale_trials(sweep.study)
         done, running = counts(sweep.study)
-        if done >= target:
+        if done >= target or budget.spent(sweep.study):
             return None
         check_failures(sweep)
         if done + len(running) < target:
-            trial = sweep.study.ask(sweep.space)
+            trial = sweep.study.ask()
+            sample(trial, sweep.space)
             # At once: a worker killed before its first beat would leave a trial never stale.
             beat(sweep.study, trial)
             done, running = counts(sweep.study)

@@ -24,14 +24,16 @@ DEFAULT_X = tuple(float(x) for x in range(-6, 7))
 def register_champion(cfg: Any, summary: dict[str, Any]) -> Any:
     """Called after a sweep's summary: register its best trial, or say why not. Never raises."""
     name = cfg.tracking.get("registered_model") if cfg.tracking.enabled else None
-    run_id = summary.get("best_run_id")
+    robust = summary.get("champion") or {}  # search.champion=robust: the best mean over seeds
+    run_id = robust.get("run_id") or summary.get("best_run_id")
     if not name or not run_id:
         return None
     tags = {
         "study": summary["study"],
-        "trial": summary["best_trial"],
-        "val_mse": summary["best_val_mse"],
+        "trial": robust.get("trial", summary["best_trial"]),
+        "val_mse": robust.get("val_mse_mean", summary["best_val_mse"]),
         "run_id": run_id,
+        "chosen_by": f"mean over {robust['n_seeds']} seeds" if robust else "best trial",
     }
     try:
         mv = register(cfg.tracking.uri, name, ALIAS, run_id, tags, DESCRIPTION)

@@ -14,6 +14,7 @@ import base64
 import datetime as dt
 import html
 import io
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -239,6 +240,46 @@ def comparison_table(best: TrialRow | None, base: TrialRow | None) -> str:
     return table(header, body)
 
 
+def robust_results(study: optuna.Study, reader: Reader) -> dict[str, Any] | None:
+    """What `robust` (or search.champion=robust) logged to the parent run, if it ran."""
+    parent = reader.find(study.user_attrs.get(PARENT_ATTR))
+    if parent is None or "robust" not in reader.artifact_names(parent):
+        return None
+    try:
+        return json.loads(reader.artifact_text(parent, "robust/seed_robustness.json"))
+    except ConfigError:
+        return None
+
+
+def robust_champion(data: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The configuration with the best mean over new seeds, as the registry takes it."""
+    if not data:
+        return None
+    best = min(data["configurations"], key=lambda c: c["rank_by_mean"])
+    keys = ("trial", "run_id", "val_mse_mean", "val_mse_std", "n_seeds")
+    return {"by": "robust", **{k: best[k] for k in keys}}
+
+
+def robust_table(data: dict[str, Any] | None) -> str:
+    """The top trials' validation MSE over new seeds (mean +/- std), when `robust` has run."""
+    if not data:
+        return ""
+    body = [
+        [
+            c["trial"],
+            c["val_mse_original"],
+            f"{fmt(c['val_mse_mean'])} \u00b1 {fmt(c['val_mse_std'])}",
+            c["n_seeds"],
+            c["rank_original"],
+            c["rank_by_mean"],
+        ]
+        for c in sorted(data["configurations"], key=lambda c: c["rank_by_mean"])
+    ]
+    header = ["trial", "val_mse (study)", "val_mse over new seeds", "seeds", "rank", "rank by mean"]
+    classes = ["best"] + [""] * (len(body) - 1)
+    return "<h3>Over new seeds (the champion is the best mean)</h3>" + table(header, body, classes)
+
+
 def verdict(best: TrialRow | None, base: TrialRow | None) -> str:
     b, v = (best.metric("val_mse") if best else None), (base.metric("val_mse") if base else None)
     if best is None or base is None or b is None or v is None:
@@ -299,6 +340,7 @@ def build_report(study: optuna.Study, reader: Reader, storage: str) -> tuple[str
     """The report's HTML, and the summary the champion is registered from."""
     rows = trial_rows(study, reader)
     best, base = pick(rows)
+    robust = robust_results(study, reader)
     states = {s.name: sum(r.trial.state == s for r in rows) for s in TrialState}
     meta = (
         f"{len(rows)} trials ({', '.join(f'{n} {k}' for k, n in states.items() if n)}) "
@@ -306,7 +348,7 @@ def build_report(study: optuna.Study, reader: Reader, storage: str) -> tuple[str
         f"written {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}"
     )
     parts = {
-        "best": comparison_table(best, base) + verdict(best, base),
+        "best": comparison_table(best, base) + verdict(best, base) + robust_table(robust),
         "history": image_or_note(history_image(rows), "optimisation history", "no finished trial"),
         "importances": image_or_note(
             importance_image(study), "parameter importances", "needs 3 or more complete trials"
@@ -324,6 +366,7 @@ def build_report(study: optuna.Study, reader: Reader, storage: str) -> tuple[str
         "best_trial": best.number if best else None,
         "best_val_mse": best.trial.value if best else None,
         "best_run_id": best.run_id if best else None,
+        "champion": robust_champion(robust),
     }
     return render(study, parts, meta), summary
 
@@ -336,6 +379,8 @@ def main(cfg: DictConfig, overrides: Sequence[str]) -> int:
     check_reachable(cfg.tracking.uri)
     reader = Reader(cfg.tracking.uri)
     page, summary = build_report(study, reader, cfg.search.storage)
+    if cfg.search.get("champion") != "robust":  # `make robust` alone informs, does not elect
+        summary["champion"] = None
     out = Path(cfg.paths.store) / "reports" / f"{study.study_name}.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")

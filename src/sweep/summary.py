@@ -46,11 +46,27 @@ def summarize(sweep: Sweep) -> dict[str, Any]:
         )
         parent.flush()
     _summary_plots(parent, study)
-    register_champion(sweep.cfg, summary)
     done, running = counts(study)
-    if (done >= sweep.cfg.search.n_trials or summary["stopped_by"]) and not running:
+    finished = (done >= sweep.cfg.search.n_trials or summary["stopped_by"]) and not running
+    if finished and best and sweep.cfg.search.get("champion") == "robust":
+        summary["champion"] = robust_champion(sweep)
+        parent.log_json(summary, "summary.json")
+    register_champion(sweep.cfg, summary)
+    if finished:
         parent.end("FINISHED")
     return summary
+
+
+def robust_champion(sweep: Sweep) -> dict[str, Any]:
+    """The top search.robust.top trials retrained with new seeds; the best mean is champion."""
+    from pathlib import Path
+
+    from sweep.config import Store
+    from sweep.robust import evaluate
+
+    store = Store(sweep.cfg.tracking.uri, Path(sweep.cfg.paths.store))
+    robust = sweep.cfg.search.robust
+    return {"by": "robust", **evaluate(sweep.study, store, robust.top, robust.seeds)}
 
 
 def _summary_plots(parent: Any, study: optuna.Study) -> None:
@@ -98,6 +114,13 @@ def summary_text(summary: dict[str, Any]) -> str:
     lines = [f"study {summary['study']}: {json.dumps(summary['states'])}"]
     if summary.get("stopped_by"):
         lines.append(f"stopped early by its budget: {summary['stopped_by']}")
+    champion = summary.get("champion")
+    if champion:
+        lines.append(
+            f"champion (best mean over {champion['n_seeds']} new seeds): trial "
+            f"{champion['trial']}  val_mse={champion['val_mse_mean']:.3e} "
+            f"+/- {champion['val_mse_std']:.1e}"
+        )
     if summary["best_trial"] is not None:
         lines.append(
             f"best: trial {summary['best_trial']}  val_mse={summary['best_val_mse']:.3e}  "

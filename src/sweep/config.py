@@ -87,6 +87,9 @@ def check_search_plan(cfg: DictConfig) -> None:
         positive_number(cfg, "search.timeout")
     if OmegaConf.select(cfg, "search.patience") is not None:
         positive_int(cfg, "search.patience")
+    from sweep.search import objectives
+
+    objectives(cfg)
     champion = OmegaConf.select(cfg, "search.champion", default="best")
     if champion not in ("best", "robust"):
         raise ConfigError(f"search.champion={champion!r} is not one of: best, robust")

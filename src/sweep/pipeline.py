@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -148,19 +149,32 @@ def execute(
 
 def log_result(run: Run, cfg: DictConfig, model: Any, data: Dataset, result: TrainResult) -> None:
     """Final metrics, the model and the plots of one finished training."""
-    run.log_metrics(
-        {
-            "train_mse": result.train_mse,
-            "val_mse": result.val_mse,
-            "test_mse": result.test_mse,
-            "train_seconds": result.seconds,
-        },
-        step=len(result.history),
-    )  # buffered: written with the per-epoch losses when the run ends, in one batch
+    result.metrics = {
+        "train_mse": result.train_mse,
+        "val_mse": result.val_mse,
+        "test_mse": result.test_mse,
+        "train_seconds": result.seconds,
+        "n_params": float(model.count_params()),
+        "predict_ms": predict_ms(model, data.val.x),
+    }
+    # buffered: written with the per-epoch losses when the run ends, in one batch
+    run.log_metrics(result.metrics, step=len(result.history))
     if cfg.tracking.log_model:
         run.log_model(model, data.val.x[:5], requirements())
     if cfg.tracking.log_plots:
         log_plots(run, cfg, model, result)
+
+
+def predict_ms(model: Any, x: np.ndarray, repeats: int = 5) -> float:
+    """Milliseconds to predict the validation set, measured alike in every trial: one warm-up
+    call (graph tracing), then the median of `repeats` timed calls."""
+    model(x, training=False)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(x, training=False)
+        times.append(time.perf_counter() - start)
+    return 1000.0 * float(np.median(times))
 
 
 def log_plots(run: Run, cfg: DictConfig, model: Any, result: TrainResult) -> None:

@@ -44,6 +44,26 @@ def register_champion(cfg: Any, summary: dict[str, Any]) -> Any:
     return mv
 
 
+def register_front(cfg: Any, summary: dict[str, Any]) -> list[str]:
+    """Each member of a multi-objective study's Pareto front, as alias `pareto-<trial>`."""
+    name = cfg.tracking.get("registered_model") if cfg.tracking.enabled else None
+    aliases = []
+    for member in summary.get("pareto_front") or [] if name else []:
+        if not member["run_id"]:
+            continue
+        alias = f"pareto-{member['trial']}"
+        values = {k: v for k, v in member.items() if k not in ("params", "run_id")}
+        try:
+            register(cfg.tracking.uri, name, alias, member["run_id"], values, DESCRIPTION)
+        except MlflowException as exc:
+            console.say(f"warning: trial {member['trial']} not registered: {first_line(exc)}")
+            continue
+        aliases.append(alias)
+    if aliases:
+        console.say(f"registered the Pareto front as models:/{name}@{{{','.join(aliases)}}}")
+    return aliases
+
+
 def predict(model: Any, xs: np.ndarray) -> np.ndarray:
     x = np.asarray(xs, dtype=np.float32).reshape(-1, 1)
     return np.asarray(model(x, training=False)).ravel()

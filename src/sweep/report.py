@@ -29,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sweep import console, plots
 from sweep.config import mask_url
 from sweep.errors import EXIT_OK, ConfigError, first_line
+from sweep.pareto import front
 from sweep.registry import predict, register_champion
 from sweep.study import PARENT_ATTR, RUN_ATTR, load_existing
 from sweep.tracking import Reader, check_reachable, load_run_model
@@ -39,6 +40,7 @@ SECTIONS = (
     ("importances", "Parameter importances"),
     ("parallel", "Parallel coordinates"),
     ("predictions", "Predictions on sin(x)"),
+    ("pareto", "Pareto front"),
     ("trials", "All trials"),
 )
 CONFIG_KEYS = ("optimizer._target_", "trainer.epochs", "trainer.batch_size", "seed")
@@ -75,8 +77,8 @@ class TrialRow:
         return int(self.params["n_params"]) if "n_params" in self.params else None
 
     def metric(self, key: str) -> float | None:
-        if key == "val_mse" and self.trial.value is not None:
-            return self.trial.value
+        if key == "val_mse" and self.trial.values is not None and len(self.trial.values) == 1:
+            return self.trial.values[0]
         return self.metrics.get(key)
 
 
@@ -98,7 +100,7 @@ def trial_rows(study: optuna.Study, reader: Reader) -> list[TrialRow]:
 def pick(rows: Sequence[TrialRow]) -> tuple[TrialRow | None, TrialRow | None]:
     """The best complete trial and the baseline (trial 0, or the one tagged baseline)."""
     complete = [r for r in rows if r.trial.state == TrialState.COMPLETE]
-    best = min(complete, key=lambda r: r.trial.value) if complete else None
+    best = min(complete, key=lambda r: r.trial.values[0]) if complete else None
     base = next((r for r in rows if r.baseline), None)
     if base is None:
         base = next((r for r in rows if r.number == 0), None)
@@ -117,8 +119,8 @@ def png_data_uri(fig: Any) -> str:
 
 
 def last_value(t: FrozenTrial) -> float | None:
-    if t.value is not None:
-        return t.value
+    if t.values is not None:
+        return t.values[0]
     return list(t.intermediate_values.values())[-1] if t.intermediate_values else None
 
 
@@ -161,7 +163,7 @@ def parallel_image(
     if best is not None and best.number in index:
         highlight[f"best (trial {best.number})"] = index[best.number]
     fig = plots.parallel_coordinates_figure(
-        columns, [r.trial.value for r in complete], logs, highlight
+        columns, [r.trial.values[0] for r in complete], logs, highlight
     )
     return png_data_uri(fig)
 
@@ -280,6 +282,27 @@ def robust_table(data: dict[str, Any] | None) -> str:
     return "<h3>Over new seeds (the champion is the best mean)</h3>" + table(header, body, classes)
 
 
+def pareto_part(study: optuna.Study, rows: Sequence[TrialRow]) -> str:
+    """A study of several objectives: the front's plot (baseline marked) and its table."""
+    if len(study.directions) < 2:
+        return ""
+    names = study.user_attrs.get("objectives") or [f"objective {i}" for i in range(2)]
+    members = front(study)
+    complete = [r.trial for r in rows if r.trial.state == TrialState.COMPLETE]
+    base = next((t.number for t in complete if t.user_attrs.get("baseline")), None)
+    fig = plots.pareto_figure(
+        [(t.number, t.values[0], t.values[1]) for t in complete],
+        {t.number for t in members},
+        base,
+        names[:2],
+    )
+    keys = sorted({k for t in members for k in t.params})
+    body = [[t.number, *t.values, *[t.params.get(k) for k in keys]] for t in members]
+    return image_or_note(png_data_uri(fig), "Pareto front", "") + table(
+        ["trial", *names, *keys], body
+    )
+
+
 def verdict(best: TrialRow | None, base: TrialRow | None) -> str:
     b, v = (best.metric("val_mse") if best else None), (base.metric("val_mse") if base else None)
     if best is None or base is None or b is None or v is None:
@@ -327,6 +350,8 @@ def render(study: optuna.Study, parts: dict[str, str], meta: str) -> str:
     title = f"Sweep report: study {study.study_name}"
     body = [f"<h1>{html.escape(title)}</h1>", f'<p class="meta">{meta}</p>']
     for key, heading in SECTIONS:
+        if not parts.get(key):  # e.g. no Pareto front in a study of one objective
+            continue
         body.append(f'<section id="{key}"><h2>{html.escape(heading)}</h2>\n{parts[key]}</section>')
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -359,12 +384,13 @@ def build_report(study: optuna.Study, reader: Reader, storage: str) -> tuple[str
         "predictions": image_or_note(
             prediction_image(reader.uri, best, base), "predictions", "no logged model to load"
         ),
+        "pareto": pareto_part(study, rows),
         "trials": trials_table(rows, best),
     }
     summary = {
         "study": study.study_name,
         "best_trial": best.number if best else None,
-        "best_val_mse": best.trial.value if best else None,
+        "best_val_mse": best.trial.values[0] if best else None,
         "best_run_id": best.run_id if best else None,
         "champion": robust_champion(robust),
     }

@@ -42,6 +42,8 @@ VOLATILE_KEYS = (
     "search.robust",
 )
 WHEN = "when"  # search.space.when.<key>.<option>: the sub-space that option opens
+# Final metrics a trial's result carries (TrainResult.metrics), any of which can be an objective.
+METRICS = ("val_mse", "train_mse", "test_mse", "n_params", "predict_ms", "train_seconds")
 
 
 class Space(dict):
@@ -286,6 +288,31 @@ def _current(cfg: DictConfig, key: str, dist: BaseDistribution) -> Any:
         if group_option(key, str(option)).get("_target_") == value.get("_target_"):
             return option
     return OmegaConf.to_container(value)
+
+
+DIRECTIONS = ("minimize", "maximize")
+
+
+def objectives(cfg: DictConfig) -> list[tuple[str, str]]:
+    """The study's objectives as (metric name, direction); null means val_mse alone.
+
+    Several objectives make a multi-objective study: Optuna keeps its Pareto front.
+    """
+    listed = OmegaConf.select(cfg, "search.objectives")
+    if not listed:
+        return [("val_mse", cfg.search.direction)]
+    out = []
+    for i, item in enumerate(listed):
+        name, direction = item.get("name"), item.get("direction", "minimize")
+        if name not in METRICS or direction not in DIRECTIONS:
+            raise ConfigError(
+                f"search.objectives[{i}]: needs name in {', '.join(METRICS)} and direction in "
+                f"{', '.join(DIRECTIONS)}, got {name!r}, {direction!r}"
+            )
+        out.append((name, direction))
+    if len({n for n, _ in out}) < len(out):
+        raise ConfigError("search.objectives: a metric is listed twice")
+    return out
 
 
 def fingerprint(cfg: DictConfig) -> tuple[str, dict[str, Any]]:

@@ -23,7 +23,7 @@ from sweep import budget, warmstart
 from sweep.config import flatten, mask_url, sqlite_path
 from sweep.errors import ConfigError, first_line
 from sweep.objects import build
-from sweep.search import Space, baseline_params, fingerprint, parse_space
+from sweep.search import Space, baseline_params, fingerprint, objectives, parse_space
 from sweep.tracking import (
     NullTracker,
     Tracker,
@@ -182,7 +182,8 @@ def _create_or_load(
     except KeyError:
         source = warmstart.source_study(cfg, storage)  # checked before anything is written
         try:
-            study = optuna.create_study(direction=cfg.search.direction, **kwargs)
+            directions = [d for _, d in objectives(cfg)]
+            study = optuna.create_study(directions=directions, **kwargs)
             created = True
         except optuna.exceptions.DuplicatedStudyError:  # another worker won the race
             study = optuna.load_study(**kwargs)
@@ -191,6 +192,7 @@ def _create_or_load(
         study.set_user_attr("fingerprint", digest)
         study.set_user_attr("fixed_config", fixed)
         budget.stamp(study, cfg)
+        study.set_user_attr("objectives", [name for name, _ in objectives(cfg)])
         if source is not None:
             warmstart.copy_trials(source, study, space)
         if cfg.search.enqueue_baseline and space:
@@ -293,17 +295,18 @@ def counts(study: optuna.Study) -> tuple[int, list[int]]:
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The complete trial with the lowest validation MSE, if any."""
+    """The complete trial best on the (first) objective, if any."""
     ranked = ranked_trials(study, 1, required=False)
     return ranked[0] if ranked else None
 
 
 def ranked_trials(study: optuna.Study, top: int, required: bool = True) -> list[FrozenTrial]:
-    """The `top` complete trials, best first (ties by trial number)."""
+    """The `top` complete trials, best on the first objective first (ties by trial number)."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete and required:
         raise ConfigError(f"study {study.study_name!r} has no completed trial yet")
-    return sorted(complete, key=lambda t: (t.value, t.number))[:top]
+    sign = 1.0 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1.0
+    return sorted(complete, key=lambda t: (sign * t.values[0], t.number))[:top]
 
 
 def load_existing(storage: str, name: str) -> optuna.Study:

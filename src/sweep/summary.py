@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
 
 import optuna
@@ -10,7 +11,9 @@ from optuna.trial import TrialState
 
 from sweep import console, plots
 from sweep.budget import STOPPED_ATTR
-from sweep.registry import register_champion
+from sweep.pareto import front, front_rows
+from sweep.registry import register_champion, register_front
+from sweep.search import objectives
 from sweep.study import FINISHED, RUN_ATTR, Sweep, best_trial, counts
 
 
@@ -25,11 +28,15 @@ def summarize(sweep: Sweep) -> dict[str, Any]:
         "n_trials": sweep.cfg.search.n_trials,
         "states": {k: v for k, v in states.items() if v},
         "best_trial": best.number if best else None,
-        "best_val_mse": best.value if best else None,
+        "best_val_mse": best.values[0] if best else None,  # the first objective's value
         "best_params": best.params if best else None,
         "best_run_id": best.user_attrs.get(RUN_ATTR) if best else None,
         "stopped_by": study.user_attrs.get(STOPPED_ATTR),
     }
+    names = [name for name, _ in objectives(sweep.cfg)]
+    if len(names) > 1:
+        summary["objectives"] = dict(objectives(sweep.cfg))
+        summary["pareto_front"] = front_rows(study, names, RUN_ATTR)
     if sweep.parent_run_id is None:
         return summary
     parent = sweep.tracker.open_run(sweep.parent_run_id)
@@ -41,17 +48,20 @@ def summarize(sweep: Sweep) -> dict[str, Any]:
     parent.set_tags(tags)
     if best:
         parent.log_metrics(
-            {"best_val_loss": best.value, "n_finished": states["COMPLETE"] + states["PRUNED"]},
+            {"best_val_loss": best.values[0], "n_finished": states["COMPLETE"] + states["PRUNED"]},
             step=len(trials),
         )
         parent.flush()
     _summary_plots(parent, study)
+    if len(names) > 1:
+        _pareto_plot(parent, study, names)
     done, running = counts(study)
     finished = (done >= sweep.cfg.search.n_trials or summary["stopped_by"]) and not running
     if finished and best and sweep.cfg.search.get("champion") == "robust":
         summary["champion"] = robust_champion(sweep)
         parent.log_json(summary, "summary.json")
     register_champion(sweep.cfg, summary)
+    register_front(sweep.cfg, summary)
     if finished:
         parent.end("FINISHED")
     return summary
@@ -73,12 +83,12 @@ def _summary_plots(parent: Any, study: optuna.Study) -> None:
     finished = [
         t
         for t in study.get_trials(deepcopy=False, states=FINISHED)
-        if t.value is not None or t.intermediate_values
+        if t.values is not None or t.intermediate_values
     ]
     if not finished:
         return
     values = [
-        t.value if t.value is not None else list(t.intermediate_values.values())[-1]
+        t.values[0] if t.values is not None else list(t.intermediate_values.values())[-1]
         for t in finished
     ]
     fig = plots.history_figure(
@@ -88,13 +98,31 @@ def _summary_plots(parent: Any, study: optuna.Study) -> None:
     plots.close(fig)
     if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) >= 3:
         try:
-            importances = optuna.importance.get_param_importances(study)
+            with warnings.catch_warnings():  # "low target values": the first objective's own
+                warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
+                importances = optuna.importance.get_param_importances(
+                    study, target=lambda t: t.values[0]
+                )
         except (RuntimeError, ValueError):
             return
         parent.log_json(importances, "param_importances.json")
         fig = plots.importance_figure(importances)
         parent.log_figure(fig, "plots/param_importances.png")
         plots.close(fig)
+
+
+def _pareto_plot(parent: Any, study: optuna.Study, names: list[str]) -> None:
+    """The first two objectives of every complete trial, the front joined, the baseline marked."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return
+    on_front = {t.number for t in front(study)}
+    base = next((t.number for t in complete if t.user_attrs.get("baseline")), None)
+    fig = plots.pareto_figure(
+        [(t.number, t.values[0], t.values[1]) for t in complete], on_front, base, names[:2]
+    )
+    parent.log_figure(fig, "plots/pareto_front.png")
+    plots.close(fig)
 
 
 def stopped(sweep: Sweep, why: str, close_parent: bool) -> str:

@@ -46,6 +46,7 @@ class TrainResult:
     test_mse: float = math.nan
     seconds: float = 0.0
     stopped: str | None = None  # why a hook ended training early, if one did
+    metrics: dict[str, float] = field(default_factory=dict)  # every final metric, by name
 
 
 _configured = False

@@ -25,7 +25,8 @@ from optuna.trial import TrialState
 
 from sweep import budget, console, interrupt
 from sweep.errors import EXIT_INTERRUPTED, Diverged, SweepError, first_line
-from sweep.search import apply_params, sample
+from sweep.pareto import median_rule
+from sweep.search import apply_params, objectives, sample
 from sweep.study import MLFLOW_STATUS, RUN_ATTR, Sweep, best_trial, counts
 from sweep.tracking import tracked_run, warm_up, write_in_background
 
@@ -112,7 +113,7 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, prefix: str = "") -> TrialState
     hooks = [
         console.epoch_counter(f"trial {trial.number}", cfg.trainer.epochs),
         interrupt.check,
-        pruning_hook(trial),
+        pruning_hook(trial) if len(sweep.study.directions) == 1 else median_rule(sweep, trial),
     ]
     try:
         with (
@@ -122,7 +123,7 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, prefix: str = "") -> TrialState
             if run.run_id:
                 trial.set_user_attr(RUN_ATTR, run.run_id)
             result = execute(cfg, run, sweep.overrides, hooks)
-            outcome = Outcome.of(result)
+            outcome = Outcome.of(result, [name for name, _ in objectives(sweep.cfg)])
             run.close_as(MLFLOW_STATUS[outcome.state], {"sweep.state": outcome.state.name})
     except Diverged as exc:
         outcome = Outcome(TrialState.FAIL, reason=str(exc))
@@ -156,15 +157,17 @@ class Outcome:
     """How a trial ended, as Optuna is told: state, objective value, and why if not complete."""
 
     state: TrialState
-    value: float | None = None
+    value: float | list[float] | None = None  # a list for a study of several objectives
     reason: str | None = None  # why it failed (stored on trial and run)
     note: str | None = None  # why training stopped early (pruned), shown on its line
 
     @classmethod
-    def of(cls, result: TrainResult) -> Outcome:
+    def of(cls, result: TrainResult, names: Sequence[str] = ("val_mse",)) -> Outcome:
+        """Pruned, or complete with the value of each objective read from the result's metrics."""
         if result.stopped:  # pruned: its run still gets the model, plots and final MSEs
             return cls(TrialState.PRUNED, note=result.stopped)
-        return cls(TrialState.COMPLETE, value=result.val_mse)
+        values = [result.metrics[name] for name in names]
+        return cls(TrialState.COMPLETE, value=values[0] if len(values) == 1 else values)
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
@@ -187,13 +190,14 @@ def _report(
 ) -> None:
     done, _ = counts(sweep.study)
     best = best_trial(sweep.study)
+    first = outcome.value[0] if isinstance(outcome.value, list) else outcome.value
     line = console.trial_line(
         done,
         sweep.cfg.search.n_trials,
         trial.number,
         outcome.state.name,
-        outcome.value,
-        (best.number, best.value) if best else None,
+        first,
+        (best.number, best.values[0]) if best else None,
         trial.params,
         seconds,
         run_id,

@@ -118,3 +118,14 @@ def test_script_runs_from_its_own_folder_and_writes_the_table(tmp_path: Path):
     assert text.startswith("`python benchmarks/bench.py --only fit --seeds 1")
     assert "**1. `model.fit` vs our compiled loop (1 epochs, median of 1 seeds)**" in text
     assert "| speed-up |" in text and text in proc.stdout
+
+
+def test_search_table_gives_median_best_and_first_trial_below_the_goal():
+    runs = {
+        "tpe": [[1e-2, None, 5e-5], [2e-3, 9e-5, 1e-5], [3e-3, 1e-3, 2e-4]],
+        "gp": "not run: GPSampler needs torch (pip install 'sweep[gp]')",
+    }
+    rows = {r.what: r.value for r in bench.search_section(runs, 3, 3).rows}
+    assert rows["tpe"].startswith("5.00e-05 (seeds: 5.0e-05, 1.0e-05, 2.0e-04)")
+    assert rows["tpe"].endswith("first < 1e-04 at trial 3, 2, never")
+    assert rows["gp"].startswith("not run: GPSampler needs torch")

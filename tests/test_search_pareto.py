@@ -15,6 +15,8 @@ from sweep.config import prepare
 from sweep.errors import ConfigError
 from sweep.search import objectives
 from sweep.study import PARENT_ATTR, load_existing
+from sweep.tracking.experiments import Experiments
+from sweep.ui import SHARE_TAG, VIEW_NESTED, install_views, objective_names
 
 
 def test_objectives_default_to_val_mse_and_refuse_unknown_metrics(compose_cfg):
@@ -52,6 +54,14 @@ def test_a_two_objective_study_shows_its_front_everywhere(tmp_path, capsys):
     for number in front:
         version = client.get_model_version_by_alias("sine-mlp-pareto", f"pareto-{number}")
         assert version.run_id == study.trials[number].user_attrs["mlflow_run_id"]
+
+    experiments = Experiments(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment_id = client.get_run(parent).info.experiment_id
+    assert objective_names(experiments, experiment_id) == ["val_mse", "n_params"]
+    install_views(experiments, experiment_id)
+    view = json.loads(experiments.tags(experiment_id)[f"{SHARE_TAG}{VIEW_NESTED}"])
+    pareto = next(c for c in view["compareRunCharts"] if c["uuid"] == "sweep-pareto")
+    assert (pareto["xaxis"]["key"], pareto["yaxis"]["key"]) == ("n_params", "val_mse")
 
     assert runner.main(["report", *args]) == 0
     page = (tmp_path / "reports" / "sine-mlp-pareto.html").read_text()

@@ -250,7 +250,10 @@ def _parent_run(
         }
         parent = tracker.create_run(f"sweep-{study.study_name}", tags=tags)
         # The UI's columns: every key a trial may sample, though a branch's are absent in some.
-        parent.log_params({**flatten(cfg), "sweep.params": ",".join(space.flat())})
+        names = ",".join(name for name, _ in objectives(cfg))
+        parent.log_params(
+            {**flatten(cfg), "sweep.params": ",".join(space.flat()), "sweep.objectives": names}
+        )
         parent.log_yaml(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
         study.set_user_attr(PARENT_ATTR, parent.run_id)
         return parent.run_id

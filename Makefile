@@ -10,7 +10,7 @@ PORT   ?= 5000
 STUDY  ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install baseline sweep worker server ui report predict rerun robust test test-fast lint format bench clean
+.PHONY: help install baseline sweep worker server ui dashboard report predict rerun robust test test-fast lint format bench clean
 
 help: ## Show every target, one line each
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ server: $(STAMP) ## MLflow tracking server for many workers: PostgreSQL store (S
 
 ui: $(STAMP) ## mlflow server over the project's store on 127.0.0.1 (PORT=5000); prints the runs table's address
 	$(PY) -m sweep ui $(ARGS) --port $(PORT)
+
+dashboard: $(STAMP) ## optuna-dashboard on the study's storage on 127.0.0.1 (PORT=8080): live trials, epochs, history, importances
+	$(PY) -m sweep dashboard --port $(if $(filter-out file,$(origin PORT)),$(PORT),8080) $(ARGS)
 
 report: $(STAMP) ## Self-contained HTML report of a study (STUDY=name), logged to its parent run
 	$(PY) -m sweep report $(if $(STUDY),search.study_name=$(STUDY)) $(ARGS)

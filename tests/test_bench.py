@@ -120,6 +120,13 @@ def test_script_runs_from_its_own_folder_and_writes_the_table(tmp_path: Path):
     assert "| speed-up |" in text and text in proc.stdout
 
 
+def test_digits_part_times_model_fit_and_our_loop_on_a_classification_problem(tmp_path: Path):
+    r = bench.bench_digits(seeds=1, epochs=1, store=tmp_path)
+    assert all(len(v) == 1 and v[0] > 0 for v in r.values())
+    assert all(0.05 < r[k][0] <= 1 for k in ("fit_acc", "loop_acc"))  # 10 classes: chance 0.1
+    assert [row.what for row in bench.digits_section(r, 1).rows][2] == "speed-up"
+
+
 def test_search_table_gives_median_best_and_first_trial_below_the_goal():
     runs = {
         "tpe": [[1e-2, None, 5e-5], [2e-3, 9e-5, 1e-5], [3e-3, 1e-3, 2e-4]],

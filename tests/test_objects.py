@@ -42,7 +42,8 @@ PRUNERS = [
     ("none", optuna.pruners.NopPruner),
 ]
 ALLOWED = (
-    "objects are built only from keras.optimizers, optuna.samplers, optuna.pruners, sweep.model"
+    "objects are built only from keras.optimizers, optuna.samplers, optuna.pruners, sweep.model,"
+    " sweep.data (a module of your own: add it to trusted_modules)"
 )
 REFUSED = [
     (["model._target_=os.system"], "model._target_='os.system' is not allowed"),
@@ -59,7 +60,7 @@ REFUSED = [
         ["optimizer._target_=keras.optimizers.os.system"],
         "optimizer._target_='keras.optimizers.os.system' is not allowed",
     ),
-    (["+data._target_=os.system"], "data._target_='os.system' is not allowed"),  # never built
+    (["data._target_=os.system"], "data._target_='os.system' is not allowed"),  # never built
 ]
 
 

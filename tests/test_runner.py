@@ -57,11 +57,6 @@ CASES = [
         ["report", "search.study_name=nope", "paths.store={store}"],
         "no study 'nope'",
         NO_TF,
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="src bug: `report` creates the (empty) store folder before refusing a study "
-            "that does not exist",
-        ),
     ),
     ("rerun-no-id", ["rerun", "--store", "{store}"], "required: run_id", NO_TF),
     ("rerun-no-store", ["rerun", "0" * 32, "--store", "{store}"], "no MLflow store at", NO_TF),
@@ -69,6 +64,7 @@ CASES = [
     ("predict-no-store", ["predict", "--store", "{store}"], "no MLflow store at", NO_TF),
     ("predict", ["predict", "--x", "abc", "--store", "{store}"], "invalid float", NO_TF),
     ("ui", ["ui", "--port", "notaport", "--store", "{store}"], "--port", NO_TF),
+    ("dashboard", ["dashboard", "--port", "x", "--store", "{store}"], "--port", NO_TF),
     ("ui-no-store", ["ui", "--store", "{store}"], "no MLflow store at", NO_TF),
     ("server", ["server", "--workers", "many"], "--workers", NO_TF),
     ("server-no-db", ["server"], "no backend store", NO_TF),

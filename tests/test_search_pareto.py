@@ -23,7 +23,7 @@ def test_objectives_default_to_val_mse_and_refuse_unknown_metrics(compose_cfg):
     assert objectives(prepare(compose_cfg())) == [("val_mse", "minimize")]
     pareto = prepare(compose_cfg("search=pareto"))
     assert objectives(pareto) == [("val_mse", "minimize"), ("n_params", "minimize")]
-    with pytest.raises(ConfigError, match=r"search.objectives\[1\]: needs name in"):
+    with pytest.raises(ConfigError, match=r"search.objectives\[1\].name=.size. is not a metric"):
         prepare(compose_cfg("search=pareto", "search.objectives.1.name=size"))
 
 

@@ -96,6 +96,7 @@ def test_views_show_swept_params_and_sort_best_view_by_val_mse():
     assert parallel["selectedParams"] == ["model.depth", "optimizer.learning_rate"]
     assert scatter["xaxis"]["key"] == "optimizer.learning_rate"
     assert scatter["yaxis"]["key"] == "val_mse"
+    assert parallel["runsCountToCompare"] == scatter["runsCountToCompare"] == 500  # MLflow's max
 
 
 def test_ui_without_a_store_says_so_in_one_line(tmp_path):

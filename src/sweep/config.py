@@ -20,8 +20,12 @@ from sweep.errors import ConfigError, first_line
 from sweep.objects import build, check_targets
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "elu", "gelu", "selu", "swish", "softplus", "linear")
-LOSSES = ("mse",)  # the compiled loop implements mean squared error only
+# Losses the training loop implements, and which task each fits (null picks the first).
+TASK_LOSSES = {"regression": ("mse", "mae", "huber"), "classification": ("crossentropy",)}
+LOSSES = (*TASK_LOSSES["regression"], *TASK_LOSSES["classification"])
+MLP = "sweep.model.build_mlp"
 EXAMPLES = {
+    "data": "sweep.data.sine",
     "model": "sweep.model.build_mlp",
     "optimizer": "keras.optimizers.SGD",
     "search.sampler": "optuna.samplers.TPESampler",
@@ -46,35 +50,38 @@ def prepare(cfg: DictConfig) -> DictConfig:
     lr = OmegaConf.select(resolved, "optimizer.learning_rate")
     if isinstance(lr, int):  # Keras refuses an int learning rate (`optimizer.learning_rate=1`)
         resolved.optimizer.learning_rate = float(lr)
+    resolved.trainer.loss = loss_name(resolved)  # logged as chosen: `mse` for the tutorial
     return resolved
+
+
+def loss_name(cfg: DictConfig) -> str:
+    """trainer.loss, or the task's default when it is null: mse, or cross-entropy."""
+    task = OmegaConf.select(cfg, "data.task", default="regression")
+    return OmegaConf.select(cfg, "trainer.loss") or TASK_LOSSES[task][0]
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first offending key, what it holds and what is allowed."""
     check_targets(cfg)
-    for key in ("model", "optimizer", "search.sampler", "search.pruner"):
+    for key in ("data", "model", "optimizer", "search.sampler", "search.pruner"):
         _spec(cfg, key)
-    _choice(cfg, "model.activation", ACTIVATIONS)
-    _choice(cfg, "trainer.loss", LOSSES)
-    for key in ("model.depth", "model.width", "trainer.epochs", "trainer.batch_size"):
+    if cfg.model._target_ == MLP:
+        _choice(cfg, "model.activation", ACTIVATIONS)
+        for key in ("model.depth", "model.width"):
+            positive_int(cfg, key)
+    for key in ("trainer.epochs", "trainer.batch_size", "search.n_trials", "search.jobs"):
         positive_int(cfg, key)
     if "learning_rate" in cfg.optimizer:
         positive_number(cfg, "optimizer.learning_rate")
-    for key in ("data.n_val", "data.n_test", "search.n_trials", "search.jobs"):
-        positive_int(cfg, key)
-    n_train = train_size(cfg)
-    if cfg.trainer.batch_size > n_train:
-        raise ConfigError(
-            f"trainer.batch_size={cfg.trainer.batch_size} is larger than the training set "
-            f"({n_train} points); use at most {n_train}"
-        )
+    check_data(cfg)
     check_url("search.storage", cfg.search.storage, STORAGE_SCHEMES)
     check_search_plan(cfg)
     if cfg.tracking.enabled:
         check_url("tracking.uri", cfg.tracking.uri, TRACKING_SCHEMES)
-    from sweep.search import parse_space  # Hydra's grammar; light, no TensorFlow
+    from sweep.search import objectives, parse_space  # Hydra's grammar; light, no TensorFlow
 
     parse_space(cfg.search.space, cfg)
+    objectives(cfg)
     with warnings.catch_warnings():  # Optuna's "experimental" notes: said once, by the study
         warnings.simplefilter("ignore")
         for key in ("search.sampler", "search.pruner"):  # cheap to build, so built to check
@@ -111,8 +118,31 @@ def _spec(cfg: DictConfig, key: str) -> DictConfig:
     return spec
 
 
+def check_data(cfg: DictConfig) -> None:
+    """The data's task, loss and size, checked by building it once (numpy; no TensorFlow)."""
+    task = _choice(cfg, "data.task", tuple(TASK_LOSSES))
+    loss = OmegaConf.select(cfg, "trainer.loss")
+    if loss is not None and loss not in TASK_LOSSES[task]:
+        raise ConfigError(
+            f"trainer.loss={loss!r} does not fit a {task} problem; use one of: "
+            f"{', '.join(TASK_LOSSES[task])} (or null for {TASK_LOSSES[task][0]})"
+        )
+    if cfg.data._target_ == "sweep.data.sine":  # the tutorial's keys, checked by name
+        for key in ("data.n_val", "data.n_test"):
+            positive_int(cfg, key)
+        train_size(cfg)
+    from sweep.data import dataset_for
+
+    n_train = len(dataset_for(cfg).train.x)
+    if cfg.trainer.batch_size > n_train:
+        raise ConfigError(
+            f"trainer.batch_size={cfg.trainer.batch_size} is larger than the training set "
+            f"({n_train} points); use at most {n_train}"
+        )
+
+
 def train_size(cfg: DictConfig) -> int:
-    """Number of grid points numpy's arange will make for the data config."""
+    """Number of grid points numpy's arange will make for the sine data config."""
     d = cfg.data
     for key in ("x_min", "x_max", "step"):
         if not isinstance(d[key], int | float) or isinstance(d[key], bool):
@@ -175,13 +205,18 @@ def sqlite_path(url: str) -> str:
 
 
 def writable_dir(key: str, folder: Path) -> None:
-    """Fail now, not mid-sweep, when a store's folder cannot be created or written."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{key}: cannot create {folder}: {exc.strerror}") from exc
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"{key}: folder {folder} is not writable")
+    """Fail now, not mid-sweep, when a store's folder could not be created or written.
+
+    Nothing is made here: a command that is refused later (or only reads) leaves no folder.
+    """
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{key}: cannot create {folder}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "folder" if existing == folder else "parent folder"
+        raise ConfigError(f"{key}: {what} {existing} is not writable")
 
 
 def mask_url(url: str | None) -> str | None:
@@ -285,7 +320,9 @@ def upgrade_record(cfg: DictConfig) -> DictConfig:
             raise ConfigError("the record's optimizer has a name but no lr")
         out.optimizer = _upgraded(out.optimizer, "optimizer", OLD_OPTIMIZERS)
     if "_target_" not in out.model:
-        out.model = {"_target_": "sweep.model.build_mlp", **out.model}
+        out.model = {"_target_": MLP, **out.model}
+    if "_target_" not in out.data:  # recorded before data sets were named: the tutorial's
+        out.data = {"_target_": "sweep.data.sine", "name": "sine", "task": "regression", **out.data}
     for key, table in (("sampler", OLD_SAMPLERS), ("pruner", OLD_PRUNERS)):
         if OmegaConf.select(out, f"search.{key}.name") is not None:
             out.search[key] = _upgraded(out.search[key], f"search.{key}", table)

@@ -27,12 +27,19 @@ def say(text: str, prefix: str = "") -> None:
     sys.stdout.flush()
 
 
-def result_line(result: TrainResult) -> str:
-    """A single run's outcome beside the tutorial's figures."""
+def result_line(result: TrainResult, tutorial: bool = True) -> str:
+    """A single run's outcome (beside the tutorial's figures, for its problem)."""
+    tutorial = " (tutorial: 0.0034)" if tutorial else ""
     h = result.history
-    return (
-        f"epoch 1 loss {h[0].train_loss:.4f}, epoch {len(h)} loss {h[-1].train_loss:.4f}; "
-        f"train MSE {result.train_mse:.4f} (tutorial: 0.0034), val MSE {result.val_mse:.4f}, "
+    head = f"epoch 1 loss {h[0].train_loss:.4f}, epoch {len(h)} loss {h[-1].train_loss:.4f}; "
+    if "train_accuracy" in result.metrics:
+        m = result.metrics
+        return head + (
+            f"accuracy train {m['train_accuracy']:.4f}, val {m['val_accuracy']:.4f}, "
+            f"test {m['test_accuracy']:.4f}; {result.seconds:.1f}s"
+        )
+    return head + (
+        f"train MSE {result.train_mse:.4f}{tutorial}, val MSE {result.val_mse:.4f}, "
         f"test MSE {result.test_mse:.4f}; {result.seconds:.1f}s"
     )
 
@@ -62,11 +69,12 @@ def trial_line(
     seconds: float,
     run_id: str | None,
     reason: str | None = None,
+    metric: str = "val_mse",
 ) -> str:
     """One trial: `[ 3/30] trial 2  COMPLETE  val_mse=1.2e-03  best=1.1e-03 (#1)  depth=3 ...`."""
     width = len(str(total))
     parts = [f"[{done:>{width}}/{total}] trial {number:<3d} {state:<8s}"]
-    parts.append(f"val_mse={value:.3e}" if value is not None else "val_mse=    -    ")
+    parts.append(f"{metric}={value:.3e}" if value is not None else f"{metric}=    -    ")
     parts.append(f"best={best[1]:.3e} (#{best[0]})" if best else "best=-")
     parts.append(fmt_params(params))
     parts.append(f"{seconds:.1f}s")

@@ -1,7 +1,9 @@
 """Objects named in the config (`_target_`), built with Hydra's instantiate behind an allowlist.
 
-A config is data: it may name a Keras optimizer, an Optuna sampler or pruner, or one of our
-builders, and nothing else. `check_targets` reads the whole config without importing anything,
+A config is data: it may name a Keras optimizer, an Optuna sampler or pruner, one of our
+builders or data sets, or something in a module the root key `trusted_modules` lists (a user's
+own model builder or data function), and nothing else; the standard library never.
+`check_targets` reads the whole config without importing anything,
 so a bad target is refused before TensorFlow loads; `build` checks again and instantiates.
 """
 
@@ -17,7 +19,13 @@ from omegaconf import DictConfig, ListConfig
 
 from sweep.errors import ConfigError, first_line
 
-ALLOWED = ("keras.optimizers.", "optuna.samplers.", "optuna.pruners.", "sweep.model.")
+ALLOWED = (
+    "keras.optimizers.",
+    "optuna.samplers.",
+    "optuna.pruners.",
+    "sweep.model.",
+    "sweep.data.",
+)
 # A package the target needs that is not a dependency of ours: (module, extra that installs it).
 EXTRAS = {"optuna.samplers.GPSampler": ("torch", "gp")}
 # Hydra's text when a target cannot be located (its cause is ImportError, with no key in it).
@@ -44,31 +52,50 @@ def targets(node: Any, key: str = "") -> Iterator[tuple[str, Any]]:
             yield from targets(value, f"{key}[{i}]")
 
 
-def check_target(key: str, target: Any) -> str:
+def trusted_prefixes(cfg: DictConfig | dict | None) -> tuple[str, ...]:
+    """`trusted_modules` as allowlist prefixes; a standard-library module is refused by name."""
+    names = (cfg or {}).get("trusted_modules") or []
+    if isinstance(names, str) or not isinstance(names, ListConfig | list | tuple):
+        raise ConfigError(f"trusted_modules must be a list of module names, got {names!r}")
+    for name in names:
+        parts = str(name).split(".")
+        if not all(NAME.match(p) for p in parts):
+            raise ConfigError(f"trusted_modules: {name!r} is not a module name")
+        if parts[0] in sys.stdlib_module_names or parts[0] in ("builtins", "sweep"):
+            raise ConfigError(f"trusted_modules: {name!r} is part of Python or sweep itself")
+    return tuple(f"{n}." for n in names)
+
+
+def check_target(key: str, target: Any, trusted: tuple[str, ...] = ()) -> str:
     """Refuse a target outside the allowlist, or one that reaches a module through it."""
-    if isinstance(target, str) and target.startswith(ALLOWED):
-        prefix = next(p for p in ALLOWED if target.startswith(p))
+    allowlist = ALLOWED + trusted
+    if isinstance(target, str) and target.startswith(allowlist):
+        prefix = next(p for p in allowlist if target.startswith(p))
         parts = target[len(prefix) :].split(".")
         # `keras.optimizers.os.system` would reach os through an attribute of the package.
         if all(NAME.match(p) and p not in sys.stdlib_module_names for p in parts):
             return target
-    allowed = ", ".join(p.rstrip(".") for p in ALLOWED)
-    raise ConfigError(f"{key}={target!r} is not allowed: objects are built only from {allowed}")
+    allowed = ", ".join(p.rstrip(".") for p in allowlist)
+    raise ConfigError(
+        f"{key}={target!r} is not allowed: objects are built only from {allowed} "
+        "(a module of your own: add it to trusted_modules)"
+    )
 
 
 def check_targets(cfg: DictConfig) -> None:
     """Walk the whole config and refuse the first disallowed `_target_`; imports nothing."""
+    trusted = trusted_prefixes(cfg)
     for key, target in targets(cfg):
-        check_target(key, target)
+        check_target(key, target, trusted)
 
 
-def build(spec: DictConfig, key: str, **kwargs: Any) -> Any:
+def build(spec: DictConfig, key: str, trusted: tuple[str, ...] = (), **kwargs: Any) -> Any:
     """Instantiate the object spec describes; every failure is one ConfigError naming key."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     for nested, target in targets(spec, key):
-        check_target(nested, target)
+        check_target(nested, target, trusted)
         _check_extra(key, target)
     try:
         return instantiate(spec, **kwargs)

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import plots, provenance
-from sweep.config import flatten
-from sweep.data import Dataset, make_dataset
-from sweep.objects import build
+from sweep import console, plots, provenance
+from sweep.config import flatten, loss_name
+from sweep.data import Dataset, dataset_for
+from sweep.objects import build, trusted_prefixes
 from sweep.tracking import Run
 from sweep.training import (
     EpochHook,
@@ -31,11 +31,7 @@ from sweep.training import (
 )
 
 REPLAY_VERSION = 1
-
-
-def dataset_for(cfg: DictConfig) -> Dataset:
-    d = cfg.data
-    return make_dataset(d.x_min, d.x_max, d.step, d.n_val, d.n_test, d.seed)
+_fallbacks_said: set[str] = set()
 
 
 def replay_record(cfg: DictConfig, data: Dataset, overrides: Sequence[str]) -> dict[str, Any]:
@@ -45,7 +41,7 @@ def replay_record(cfg: DictConfig, data: Dataset, overrides: Sequence[str]) -> d
         "overrides": list(overrides),
         "seeds": {
             "weights_and_shuffle": cfg.seed,
-            "data": cfg.data.seed,
+            "data": OmegaConf.select(cfg, "data.seed"),
             "sampler": OmegaConf.select(cfg, "search.sampler.seed"),
         },
         "deterministic": bool(cfg.trainer.deterministic),
@@ -57,6 +53,9 @@ def replay_record(cfg: DictConfig, data: Dataset, overrides: Sequence[str]) -> d
             "val": data.val.digest(),
             "test": data.test.digest(),
         },
+        # What names the data and the model: a CSV's file digest tells a rerun it changed since.
+        "data": {"target": cfg.data._target_, "task": data.task, **data.source},
+        "model_builder": cfg.model._target_,
         "runtime": runtime_state(),
         "command": shlex.join(["python", *sys.orig_argv[1:]]),
     }
@@ -130,7 +129,8 @@ def execute(
     configure_tensorflow(cfg.trainer.threads, cfg.trainer.deterministic)
     data = dataset_for(cfg)
     reset_state(cfg.seed)
-    model = build(cfg.model, "model", input_dim=data.train.x.shape[1])
+    shapes = {"input_dim": data.input_dim, "output_dim": data.output_dim}
+    model = build(cfg.model, "model", trusted_prefixes(cfg), **shapes)
     optimizer = build(cfg.optimizer, "optimizer")
     log_record(run, cfg, data, overrides, {"n_params": model.count_params()})
     result = train(
@@ -142,27 +142,32 @@ def execute(
         seed=cfg.seed,
         jit_compile=cfg.trainer.jit_compile,
         hooks=[metric_hook(run), *hooks],
+        loss=loss_name(cfg),
     )
+    if result.fallback and model.name not in _fallbacks_said:
+        _fallbacks_said.add(model.name)
+        console.say(
+            f"note: {model.name} trains with model.fit: the compiled loop failed on it "
+            f"({result.fallback})"
+        )
     log_result(run, cfg, model, data, result)
     return result
 
 
 def log_result(run: Run, cfg: DictConfig, model: Any, data: Dataset, result: TrainResult) -> None:
     """Final metrics, the model and the plots of one finished training."""
-    result.metrics = {
-        "train_mse": result.train_mse,
-        "val_mse": result.val_mse,
-        "test_mse": result.test_mse,
-        "train_seconds": result.seconds,
-        "n_params": float(model.count_params()),
-        "predict_ms": predict_ms(model, data.val.x),
-    }
-    # buffered: written with the per-epoch losses when the run ends, in one batch
-    run.log_metrics(result.metrics, step=len(result.history))
+    result.metrics["n_params"] = float(model.count_params())
+    result.metrics["predict_ms"] = predict_ms(model, data.val.x)
+    result.metrics["train_seconds"] = result.seconds
+    run.log_metrics(
+        result.metrics, step=len(result.history)
+    )  # buffered: written with the per-epoch losses when the run ends, in one batch
+    if data.scaling:  # `predict` maps raw inputs (and outputs) with the training split's scaling
+        run.defer(lambda: run.log_json(data.scaling, "scaling.json"), "scaling")
     if cfg.tracking.log_model:
         run.log_model(model, data.val.x[:5], requirements())
     if cfg.tracking.log_plots:
-        log_plots(run, cfg, model, result)
+        log_plots(run, cfg, model, data, result)
 
 
 def predict_ms(model: Any, x: np.ndarray, repeats: int = 5) -> float:
@@ -177,18 +182,27 @@ def predict_ms(model: Any, x: np.ndarray, repeats: int = 5) -> float:
     return 1000.0 * float(np.median(times))
 
 
-def log_plots(run: Run, cfg: DictConfig, model: Any, result: TrainResult) -> None:
-    """Prediction vs truth (a little beyond the training interval) and the loss curves."""
-    lo, hi = cfg.data.x_min, cfg.data.x_max
-    margin = 0.1 * (hi - lo)
-    x = np.linspace(lo - margin, hi + margin, 1200, dtype=np.float32).reshape(-1, 1)
-    pred = np.asarray(model(x, training=False))
-    title = f"val MSE {result.val_mse:.2e}"
+def log_plots(run: Run, cfg: DictConfig, model: Any, data: Dataset, result: TrainResult) -> None:
+    """Plots that fit the problem (see `problem_pngs`), and the loss curves."""
     losses = [h.train_loss for h in result.history], [h.val_loss for h in result.history]
+    if cfg.data._target_ == "sweep.data.sine":
+        lo, hi = cfg.data.x_min, cfg.data.x_max
+        margin = 0.1 * (hi - lo)
+        x = np.linspace(lo - margin, hi + margin, 1200, dtype=np.float32).reshape(-1, 1)
+        pred = np.asarray(model(x, training=False))
+        title = f"val MSE {result.val_mse:.2e}"
 
-    def write() -> None:  # plain arrays only: safe on a worker's background writer
-        for path, png in plots.trial_pngs(x, pred, (lo, hi), title, *losses).items():
-            run.log_bytes(png, path)
+        def write() -> None:  # plain arrays only: safe on a worker's background writer
+            for path, png in plots.trial_pngs(x, pred, (lo, hi), title, *losses).items():
+                run.log_bytes(png, path)
+
+    else:
+        pred = np.asarray(model(data.val.x, training=False))
+
+        def write() -> None:
+            pngs = plots.problem_pngs(data.task, data.val.x, data.val.y, pred, *losses)
+            for path, png in pngs.items():
+                run.log_bytes(png, path)
 
     run.defer(write, "plots")
 

@@ -48,16 +48,19 @@ def prediction_figure(
 
 
 def loss_figure(
-    train_loss: Sequence[float], val_loss: Sequence[float], title: str = "loss per epoch"
+    train_loss: Sequence[float],
+    val_loss: Sequence[float],
+    title: str = "loss per epoch",
+    ylabel: str = "MSE",
 ) -> Figure:
-    """Training and validation MSE per epoch on a log scale, where the slow decline is visible."""
+    """Training and validation loss per epoch on a log scale, where the slow decline is visible."""
     fig, ax = plt.subplots(figsize=(7, 4))
     epochs = np.arange(1, len(train_loss) + 1)
     ax.plot(epochs, train_loss, marker=".", label="train_loss")
     ax.plot(epochs, val_loss, marker=".", label="val_loss")
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("MSE")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend()
@@ -105,6 +108,70 @@ def trial_pngs(
             ax.relim()
             ax.autoscale_view()
         return {"plots/prediction.png": _png(pred_fig), "plots/loss.png": _png(loss_fig)}
+
+
+def regression_figure(y: np.ndarray, pred: np.ndarray, title: str = "validation") -> Figure:
+    """Predicted against actual (on the diagonal when right) and the residuals, per output."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5))
+    y, pred = np.asarray(y).reshape(len(y), -1), np.asarray(pred).reshape(len(pred), -1)
+    for k in range(y.shape[1]):
+        label = f"output {k}" if y.shape[1] > 1 else None
+        left.scatter(y[:, k], pred[:, k], s=10, alpha=0.6, label=label)
+        right.scatter(pred[:, k], pred[:, k] - y[:, k], s=10, alpha=0.6, label=label)
+    lo, hi = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
+    left.plot([lo, hi], [lo, hi], color="black", lw=0.8)
+    left.set(xlabel="actual", ylabel="predicted", title=f"predicted vs actual ({title})")
+    right.axhline(0, color="black", lw=0.8)
+    right.set(xlabel="predicted", ylabel="residual (predicted - actual)", title="residuals")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        if y.shape[1] > 1:
+            ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figure(labels: np.ndarray, logits: np.ndarray, title: str = "validation") -> Figure:
+    """Counts of each true class (rows) predicted as each class (columns); accuracy in the title."""
+    n = logits.shape[1]
+    predicted = np.argmax(logits, axis=1)
+    counts = np.zeros((n, n), dtype=int)
+    np.add.at(counts, (np.asarray(labels).ravel(), predicted), 1)
+    fig, ax = plt.subplots(figsize=(0.45 * n + 3, 0.45 * n + 2.5))
+    ax.imshow(counts, cmap="Blues")
+    for i in range(n):
+        for j in range(n):
+            if counts[i, j]:
+                color = "white" if counts[i, j] > counts.max() / 2 else "black"
+                ax.text(j, i, counts[i, j], ha="center", va="center", fontsize=7, color=color)
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    accuracy = np.trace(counts) / max(counts.sum(), 1)
+    ax.set(xlabel="predicted", ylabel="true", title=f"confusion ({title}), accuracy {accuracy:.3f}")
+    fig.tight_layout()
+    return fig
+
+
+def problem_pngs(
+    task: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    pred: np.ndarray,
+    train_loss: Sequence[float],
+    val_loss: Sequence[float],
+) -> dict[str, bytes]:
+    """A run's plots for any problem but the tutorial's: what fits the task, and the losses."""
+    if task == "classification":
+        figs = {"plots/confusion.png": confusion_figure(y, pred)}
+        ylabel = "cross-entropy"
+    else:
+        figs = {"plots/prediction.png": regression_figure(y, pred)}
+        ylabel = "loss"
+    figs["plots/loss.png"] = loss_figure(train_loss, val_loss, ylabel=ylabel)
+    out = {path: _png(fig) for path, fig in figs.items()}
+    for fig in figs.values():
+        close(fig)
+    return out
 
 
 def _png(fig: Figure) -> bytes:

@@ -17,7 +17,7 @@ from sweep.errors import EXIT_OK, ConfigError, first_line
 from sweep.tracking import MlflowException, load_alias, register
 
 ALIAS = "champion"
-DESCRIPTION = "Best model of a sweep of the sin(x) regressor."
+DESCRIPTION = "Best model of a sweep (see the version's tags for its study and objective)."
 DEFAULT_X = tuple(float(x) for x in range(-6, 7))
 
 
@@ -31,7 +31,8 @@ def register_champion(cfg: Any, summary: dict[str, Any]) -> Any:
     tags = {
         "study": summary["study"],
         "trial": robust.get("trial", summary["best_trial"]),
-        "val_mse": robust.get("val_mse_mean", summary["best_val_mse"]),
+        "objective": summary["objective"],
+        summary["objective"]: robust.get("val_mse_mean", summary["best_value"]),
         "run_id": run_id,
         "chosen_by": f"mean over {robust['n_seeds']} seeds" if robust else "best trial",
     }
@@ -87,9 +88,13 @@ def _number(text: str | None) -> str:
 
 
 def main(
-    store: Store, model: str = "sine-mlp", alias: str = ALIAS, x: list[float] | None = None
+    store: Store,
+    model: str = "sine-mlp",
+    alias: str = ALIAS,
+    x: list[float] | None = None,
+    csv: str | None = None,
 ) -> int:
-    """`python -m sweep predict`: the champion's predictions beside sin(x)."""
+    """`python -m sweep predict`: the champion's predictions beside sin(x), or for a CSV's rows."""
     try:
         loaded, mv = load_alias(store.uri, model, alias)
     except MlflowException as exc:
@@ -97,11 +102,56 @@ def main(
             f"models:/{model}@{alias}: {first_line(exc)} "
             "(a sweep registers its best model; run `make sweep` or `make report`)"
         ) from exc
-    xs = np.asarray(x or DEFAULT_X, dtype=np.float64)
+    objective = mv.tags.get("objective", "val_mse")
     console.say(
         f"models:/{model}@{alias} = version {mv.version} "
         f"(study {mv.tags.get('study', '?')}, trial {mv.tags.get('trial', '?')}, "
-        f"recorded val_mse {_number(mv.tags.get('val_mse'))})"
+        f"recorded {objective} {_number(mv.tags.get(objective))})"
     )
+    if csv is not None:
+        console.say(csv_predictions(store, mv.run_id, loaded, csv))
+        return EXIT_OK
+    xs = np.asarray(x or DEFAULT_X, dtype=np.float64)
     console.say(prediction_table(xs, predict(loaded, xs)))
     return EXIT_OK
+
+
+def csv_predictions(store: Store, run_id: str, model: Any, path: str) -> str:
+    """Each CSV row's prediction, in the data's own units: the run's scaling undone around it."""
+    import json
+
+    import yaml
+
+    from sweep.data import csv_columns, csv_layout
+    from sweep.tracking import Reader
+
+    reader = Reader(store.uri)
+    run = reader.run(run_id)
+    data = yaml.safe_load(reader.artifact_text(run, "config.yaml"))["data"]
+    scaled = "scaling.json" in reader.artifact_names(run)
+    scaling = json.loads(reader.artifact_text(run, "scaling.json")) if scaled else {}
+    file, header, rows, features, targets = csv_layout(
+        path, data.get("features"), data.get("targets"), "--csv"
+    )
+    missing = [c for c in features if c not in header]
+    if missing:
+        raise ConfigError(f"--csv {path}: no column {missing[0]!r}; the model reads {features}")
+    x = csv_columns(file, header, rows, features)
+    width = int(model.inputs[0].shape[-1])
+    if x.shape[1] != width:
+        raise ConfigError(f"--csv {path}: {x.shape[1]} input columns; the model takes {width}")
+    if scaling:
+        x = (x - np.asarray(scaling["x_mean"])) / np.asarray(scaling["x_std"])
+    out = np.asarray(model(x.astype(np.float32), training=False))
+    if data.get("task") == "classification":
+        lines = ["row  class  probability"]
+        probs = np.exp(out - out.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        lines += [f"{i:>3d}  {p.argmax():>5d}  {p.max():.3f}" for i, p in enumerate(probs)]
+        return "\n".join(lines)
+    if "y_mean" in scaling:
+        out = out * np.asarray(scaling["y_std"]) + np.asarray(scaling["y_mean"])
+    columns = targets or [f"y{k}" for k in range(out.shape[1])]
+    lines = ["row  " + "  ".join(f"{c:>12s}" for c in columns)]
+    lines += [f"{i:>3d}  " + "  ".join(f"{v:12.5g}" for v in row) for i, row in enumerate(out)]
+    return "\n".join(lines)

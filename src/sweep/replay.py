@@ -24,15 +24,8 @@ RECORD_FILES = ("config.yaml", "replay.json")
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 REQUIRED_KEYS = (
     "seed",
-    "data.x_min",
-    "data.x_max",
-    "data.step",
-    "data.n_val",
-    "data.n_test",
-    "data.seed",
-    "model.depth",
-    "model.width",
-    "model.activation",
+    "data",  # the tutorial's keys before data sets were named by `_target_`; any set's since
+    "model",
     "optimizer",  # its keys differ before and after `_target_`; upgrade_record maps them
     "trainer.epochs",
     "trainer.batch_size",
@@ -80,6 +73,25 @@ def load_record(reader: Any, run_id: str) -> Record:
     return Record(run, cfg, json.loads(texts["replay.json"]))
 
 
+def check_data_file(record: Record) -> None:
+    """A run trained on a file that changed since cannot be reproduced: say so, compare nothing."""
+    from pathlib import Path
+
+    from sweep.data import file_digest
+
+    source = record.replay.get("data", {})
+    if "file_sha256" not in source:
+        return
+    path = Path(source["file"])
+    now = file_digest(path) if path.is_file() else None
+    if now != source["file_sha256"]:
+        state = "is gone" if now is None else f"has changed since (sha256 {now})"
+        raise ConfigError(
+            f"run {record.run_id} trained on {path} (sha256 {source['file_sha256']}), which "
+            f"{state}: a rerun cannot reproduce its numbers"
+        )
+
+
 def rerun_config(cfg: DictConfig, store: Store, seed: int | None = None) -> DictConfig:
     """The record's config with today's store as the tracking target (and optionally a new seed)."""
     out = upgrade_record(cfg)
@@ -105,9 +117,10 @@ def train_again(
     tags: dict[str, Any],
     parent_run_id: str | None = None,
 ) -> tuple[str, float]:
-    """Train cfg as a new run (no pruning); returns its id and validation MSE (NaN if diverged)."""
+    """Train cfg as a new run (no pruning); returns its id and objective (NaN if diverged)."""
     from sweep import console
     from sweep.pipeline import execute
+    from sweep.search import objectives
     from sweep.tracking import make_tracker, tracked_run
 
     tracker = make_tracker(cfg.tracking)
@@ -116,7 +129,8 @@ def train_again(
     hooks = [console.epoch_counter(name, cfg.trainer.epochs)]
     try:
         with tracked_run(tracker, name, parent_run_id, tags) as run:
-            value = execute(cfg, run, overrides, hooks).val_mse
+            result = execute(cfg, run, overrides, hooks)
+            value = result.metrics.get(objectives(cfg)[0][0], math.nan)
     except Diverged:
         pass  # the run is closed FAILED with its reason; a NaN compares equal to a NaN
     return run.run_id, value

@@ -31,6 +31,7 @@ from sweep.config import mask_url
 from sweep.errors import EXIT_OK, ConfigError, first_line
 from sweep.pareto import front
 from sweep.registry import predict, register_champion
+from sweep.search import objectives
 from sweep.study import PARENT_ATTR, RUN_ATTR, load_existing
 from sweep.tracking import Reader, check_reachable, load_run_model
 
@@ -171,8 +172,8 @@ def parallel_image(
 def prediction_image(uri: str, best: TrialRow | None, base: TrialRow | None) -> str | None:
     """Best and baseline predictions on sin(x), 10% beyond the training interval each side."""
     ref = best or base
-    if ref is None:
-        return None
+    if ref is None or ref.params.get("data._target_", "sweep.data.sine") != "sweep.data.sine":
+        return None  # other problems: each run's own plots/ (prediction or confusion) in MLflow
     lo = float(ref.params.get("data.x_min", -5))
     hi = float(ref.params.get("data.x_max", 5))
     margin = 0.1 * (hi - lo)
@@ -286,7 +287,7 @@ def pareto_part(study: optuna.Study, rows: Sequence[TrialRow]) -> str:
     """A study of several objectives: the front's plot (baseline marked) and its table."""
     if len(study.directions) < 2:
         return ""
-    names = study.user_attrs.get("objectives") or [f"objective {i}" for i in range(2)]
+    names = study.metric_names or [f"objective {i}" for i in range(2)]
     members = front(study)
     complete = [r.trial for r in rows if r.trial.state == TrialState.COMPLETE]
     base = next((t.number for t in complete if t.user_attrs.get("baseline")), None)
@@ -390,7 +391,7 @@ def build_report(study: optuna.Study, reader: Reader, storage: str) -> tuple[str
     summary = {
         "study": study.study_name,
         "best_trial": best.number if best else None,
-        "best_val_mse": best.trial.values[0] if best else None,
+        "best_value": best.trial.values[0] if best else None,
         "best_run_id": best.run_id if best else None,
         "champion": robust_champion(robust),
     }
@@ -416,6 +417,6 @@ def main(cfg: DictConfig, overrides: Sequence[str]) -> int:
             reader.open_run(parent_id).log_text(page, "report.html")
         except Exception as exc:  # the file is written; a missing parent run is only a warning
             console.say(f"warning: report not logged to run {parent_id}: {first_line(exc)}")
-    register_champion(cfg, summary)
+    register_champion(cfg, {**summary, "objective": objectives(cfg)[0][0]})
     console.say(f"report: {out}")
     return EXIT_OK

@@ -12,7 +12,7 @@ from typing import Any
 
 from sweep.config import Store, mask_url
 from sweep.errors import EXIT_FAILED, EXIT_OK, ConfigError
-from sweep.replay import Record, load_record, rerun_config, train_again
+from sweep.replay import Record, check_data_file, load_record, rerun_config, train_again
 
 # Relative tolerance used by default when the rerun's environment differs from the original's.
 LOOSE_TOLERANCE = 1e-3
@@ -197,6 +197,7 @@ def main(run_id: str, store: Store, tolerance: float | None = None) -> int:
     check_reachable(store.uri)
     reader = Reader(store.uri)
     record = load_record(reader, run_id.strip())
+    check_data_file(record)
     name = record.run.info.run_name or run_id[:8]
     console.say(
         f"rerunning run {record.run_id} ({name}) from its logged config; "

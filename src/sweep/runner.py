@@ -62,96 +62,82 @@ class Command:
     name: str
     summary: str
     target: str  # "module:function" under sweep, imported only when the command runs
-    hydra: bool = False
-    multirun: bool = False  # accepts Hydra's -m: every job of the grid runs and reports
     options: tuple[Option, ...] = ()
     store: bool = False
+    hydra: bool = False
+    multirun: bool = False  # accepts Hydra's -m: every job of the grid runs and reports
 
     def function(self) -> Callable[..., int | None]:
         module, name = self.target.split(":")
         return getattr(importlib.import_module(f"sweep.{module}"), name)
 
 
-COMMANDS: dict[str, Command] = {
-    c.name: c
-    for c in (
-        Command("baseline", "one run of the configured model", "cli:baseline", True, multirun=True),
-        Command("sweep", "create or resume the study; search.jobs workers here", "cli:sweep", True),
-        Command("worker", "join the study on a shared storage and run trials", "cli:worker", True),
-        Command("report", "self-contained HTML report of a study", "report:main", True),
-        Command(
-            "rerun",
-            "train a past run again from its record and compare every metric",
-            "rerun:main",
-            options=(
-                opt("run_id", help="the MLflow run id to replay"),
-                opt(
-                    "--tolerance",
-                    type=float,
-                    help="relative tolerance; default exact when platform, versions and commit "
-                    "match, else 1e-3",
-                ),
-            ),
-            store=True,
-        ),
-        Command(
-            "robust",
-            "rerun a study's best trials with new seeds",
-            "robust:main",
-            options=(
-                opt("study", help="the Optuna study name (search.study_name)"),
-                opt("--top", type=int, default=5, help="how many of the best trials (5)"),
-                opt("--seeds", type=int, default=5, help="new seeds per trial (5)"),
-                opt("--storage", help="Optuna storage URL (default: sqlite:///<store>/optuna.db)"),
-            ),
-            store=True,
-        ),
-        Command(
-            "predict",
-            "the registered champion's predictions",
-            "registry:main",
-            options=(
-                opt("--model", default="sine-mlp", help="registered model name (sine-mlp)"),
-                opt("--alias", default="champion", help="alias to load (champion)"),
-                opt("--x", type=float, nargs="+", help="inputs (default -6..6)"),
-            ),
-            store=True,
-        ),
-        Command(
-            "ui",
-            "mlflow server over the store on 127.0.0.1; prints the runs table's address",
-            "ui:main",
-            options=(
-                opt("--port", type=int, default=5000, help="port to listen on (5000)"),
-                opt("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)"),
-            ),
-            store=True,
-        ),
-        Command(
-            "server",
-            "MLflow tracking server on PostgreSQL for workers on many machines",
-            "server:main",
-            options=(
-                opt("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)"),
-                opt("--port", type=int, default=5000),
-                opt(
-                    "--backend-store-uri",
-                    help="SQLAlchemy URL of the run database (default: $SWEEP_TRACKING_DB); "
-                    "keep the password in PGPASSWORD or ~/.pgpass",
-                ),
-                opt(
-                    "--artifacts-destination",
-                    default="mlruns/server-artifacts",
-                    help="a folder or an artifact URI such as s3://bucket",
-                ),
-                opt("--experiment", default="sine", help="experiment created before workers"),
-                opt("--workers", type=int, help="server processes (MLflow's default: 4)"),
-                opt("--allowed-hosts", help="extra Host headers to accept, e.g. mlflow.lab:5000"),
-                opt("--cors-allowed-origins", help="extra browser origins to allow"),
-            ),
-        ),
-    )
-}
+def port(default: int) -> Option:
+    return opt("--port", type=int, default=default, help=f"port to listen on ({default})")
+
+
+HOST = opt("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
+STORAGE = opt("--storage", help="Optuna storage URL (default: sqlite:///<store>/optuna.db)")
+RERUN = (
+    opt("run_id", help="the MLflow run id to replay"),
+    opt(
+        "--tolerance",
+        type=float,
+        help="relative tolerance (default: exact when platform, "
+        "versions and commit match, else 1e-3)",
+    ),
+)
+ROBUST = (
+    opt("study", help="the Optuna study name (search.study_name)"),
+    opt("--top", type=int, default=5, help="how many of the best trials (5)"),
+    opt("--seeds", type=int, default=5, help="new seeds per trial (5)"),
+    STORAGE,
+)
+PREDICT = (
+    opt("--model", default="sine-mlp", help="registered model name (sine-mlp)"),
+    opt("--alias", default="champion", help="alias to load (champion)"),
+    opt("--x", type=float, nargs="+", help="inputs (default -6..6)"),
+    opt("--csv", help="a CSV of inputs (header row) for a model of N-D inputs"),
+)
+SERVER = (
+    HOST,
+    port(5000),
+    opt(
+        "--backend-store-uri",
+        help="SQLAlchemy URL of the run database (default: "
+        "$SWEEP_TRACKING_DB); keep the password in PGPASSWORD or ~/.pgpass",
+    ),
+    opt(
+        "--artifacts-destination",
+        default="mlruns/server-artifacts",
+        help="a folder or an artifact URI such as s3://bucket",
+    ),
+    opt("--experiment", default="sine", help="experiment created before workers"),
+    opt("--workers", type=int, help="server processes (MLflow's default: 4)"),
+    opt("--allowed-hosts", help="extra Host headers to accept, e.g. mlflow.lab:5000"),
+    opt("--cors-allowed-origins", help="extra browser origins to allow"),
+)
+COMMANDS: dict[str, Command] = {c.name: c for c in (
+    Command("baseline", "one run of the configured model", "cli:baseline", hydra=True,
+            multirun=True),
+    Command("sweep", "create or resume the study; search.jobs workers here", "cli:sweep",
+            hydra=True),
+    Command("worker", "join the study on a shared storage and run trials", "cli:worker",
+            hydra=True),
+    Command("report", "self-contained HTML report of a study", "report:main", hydra=True),
+    Command("rerun", "train a past run again from its record and compare every metric",
+            "rerun:main", RERUN, store=True),
+    Command("robust", "rerun a study's best trials with new seeds", "robust:main", ROBUST,
+            store=True),
+    Command("predict", "the registered champion's predictions", "registry:main", PREDICT,
+            store=True),
+    Command("ui", "mlflow server over the store on 127.0.0.1; prints the runs table's address",
+            "ui:main", (port(5000), HOST), store=True),
+    Command("dashboard", "optuna-dashboard on the study's storage; prints each study's address",
+            "dashboard:main", (port(8080), HOST, STORAGE), store=True),
+    Command("server", "MLflow tracking server on PostgreSQL for workers on many machines",
+            "server:main", SERVER),
+)}  # fmt: skip
 
 
 def usage() -> str:
@@ -229,7 +215,7 @@ def run_plain(command: Command, argv: list[str]) -> int | None:
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     if command.store:
         kwargs["store"] = existing_store(kwargs.pop("store"), kwargs.pop("tracking_uri"))
-    if command.name not in ("ui", "server"):  # those stop on Ctrl-C themselves, with exit 0
+    if command.name not in ("ui", "server", "dashboard"):  # they stop on Ctrl-C with exit 0
         interrupt.install()
     return command.function()(**kwargs)
 

@@ -42,8 +42,8 @@ VOLATILE_KEYS = (
     "search.robust",
 )
 WHEN = "when"  # search.space.when.<key>.<option>: the sub-space that option opens
-# Final metrics a trial's result carries (TrainResult.metrics), any of which can be an objective.
-METRICS = ("val_mse", "train_mse", "test_mse", "n_params", "predict_ms", "train_seconds")
+# Final metrics every run measures besides the task's own (pipeline.log_result): objectives too.
+RUN_METRICS = ("n_params", "predict_ms", "train_seconds")
 
 
 class Space(dict):
@@ -187,6 +187,46 @@ def to_distribution(override: Override) -> BaseDistribution:
     )
 
 
+# The study's objective when search.objectives is null, by the data's task.
+TASK_OBJECTIVES = {
+    "regression": [("val_mse", "minimize")],
+    "classification": [("val_accuracy", "maximize")],
+}
+# Final metrics each task's runs log, per split (`val_` + one of these); huber with loss=huber.
+TASK_METRICS = {
+    "regression": ("mse", "mae", "huber"),
+    "classification": ("accuracy", "crossentropy"),
+}
+DIRECTIONS = ("minimize", "maximize")
+
+
+def objectives(cfg: DictConfig) -> list[tuple[str, str]]:
+    """The study's objective(s) as (metric name, direction): the ONE place that says which.
+
+    `search.objectives` when set, else by `data.task`; a record without either is the tutorial.
+    """
+    task = OmegaConf.select(cfg, "data.task", default="regression")
+    given = OmegaConf.select(cfg, "search.objectives")
+    if not given:
+        return list(TASK_OBJECTIVES[task])
+    metrics = [f"{s}_{m}" for s in ("val", "train", "test") for m in TASK_METRICS[task]]
+    metrics += RUN_METRICS
+    out = []
+    for i, item in enumerate(given):
+        key = f"search.objectives[{i}]"
+        if not isinstance(item, DictConfig | dict) or set(item) != {"name", "direction"}:
+            raise ConfigError(f"{key} must be {{name: <metric>, direction: minimize|maximize}}")
+        if item["name"] not in metrics:
+            raise ConfigError(
+                f"{key}.name={item['name']!r} is not a metric of a {task} run; "
+                f"one of: {', '.join(metrics)}"
+            )
+        if item["direction"] not in DIRECTIONS:
+            raise ConfigError(f"{key}.direction={item['direction']!r} is not minimize or maximize")
+        out.append((item["name"], item["direction"]))
+    return out
+
+
 def apply_params(cfg: DictConfig, params: dict[str, Any]) -> DictConfig:
     """A copy of cfg with each dotted key set to the trial's value.
 
@@ -288,31 +328,6 @@ def _current(cfg: DictConfig, key: str, dist: BaseDistribution) -> Any:
         if group_option(key, str(option)).get("_target_") == value.get("_target_"):
             return option
     return OmegaConf.to_container(value)
-
-
-DIRECTIONS = ("minimize", "maximize")
-
-
-def objectives(cfg: DictConfig) -> list[tuple[str, str]]:
-    """The study's objectives as (metric name, direction); null means val_mse alone.
-
-    Several objectives make a multi-objective study: Optuna keeps its Pareto front.
-    """
-    listed = OmegaConf.select(cfg, "search.objectives")
-    if not listed:
-        return [("val_mse", cfg.search.direction)]
-    out = []
-    for i, item in enumerate(listed):
-        name, direction = item.get("name"), item.get("direction", "minimize")
-        if name not in METRICS or direction not in DIRECTIONS:
-            raise ConfigError(
-                f"search.objectives[{i}]: needs name in {', '.join(METRICS)} and direction in "
-                f"{', '.join(DIRECTIONS)}, got {name!r}, {direction!r}"
-            )
-        out.append((name, direction))
-    if len({n for n, _ in out}) < len(out):
-        raise ConfigError("search.objectives: a metric is listed twice")
-    return out
 
 
 def fingerprint(cfg: DictConfig) -> tuple[str, dict[str, Any]]:

@@ -182,17 +182,17 @@ def _create_or_load(
     except KeyError:
         source = warmstart.source_study(cfg, storage)  # checked before anything is written
         try:
-            directions = [d for _, d in objectives(cfg)]
+            directions = [direction for _, direction in objectives(cfg)]
             study = optuna.create_study(directions=directions, **kwargs)
             created = True
         except optuna.exceptions.DuplicatedStudyError:  # another worker won the race
             study = optuna.load_study(**kwargs)
+    name_objectives(study, [name for name, _ in objectives(cfg)])
     if created:
         digest, fixed = fingerprint(cfg)
         study.set_user_attr("fingerprint", digest)
         study.set_user_attr("fixed_config", fixed)
         budget.stamp(study, cfg)
-        study.set_user_attr("objectives", [name for name, _ in objectives(cfg)])
         if source is not None:
             warmstart.copy_trials(source, study, space)
         if cfg.search.enqueue_baseline and space:
@@ -202,6 +202,18 @@ def _create_or_load(
         # Every worker seeds its sampler alike; a joiner would replay the creator's proposals.
         study.sampler.reseed_rng()
     return study, created
+
+
+def name_objectives(study: optuna.Study, names: Sequence[str]) -> None:
+    """Name the objectives on the study, so optuna-dashboard shows `val_mse`, not "Objective 0".
+
+    Also names those of a study made before this existed; a study that has names keeps them.
+    """
+    if study.metric_names is not None:
+        return
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, still in 5.0
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(names))
 
 
 def check_fingerprint(cfg: DictConfig, study: optuna.Study) -> None:
@@ -297,8 +309,17 @@ def counts(study: optuna.Study) -> tuple[int, list[int]]:
     return done, sorted(t.number for t in trials if t.state == TrialState.RUNNING)
 
 
+def failed_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials that failed on their own: not a surplus given back, not an interrupted one."""
+    return [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        if not str(t.user_attrs.get("fail_reason", "")).startswith(("surplus", "interrupted"))
+    ]
+
+
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The complete trial best on the (first) objective, if any."""
+    """The complete trial with the best objective value (lowest, or highest when maximised)."""
     ranked = ranked_trials(study, 1, required=False)
     return ranked[0] if ranked else None
 
@@ -308,7 +329,7 @@ def ranked_trials(study: optuna.Study, top: int, required: bool = True) -> list[
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete and required:
         raise ConfigError(f"study {study.study_name!r} has no completed trial yet")
-    sign = 1.0 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1.0
+    sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
     return sorted(complete, key=lambda t: (sign * t.values[0], t.number))[:top]
 
 

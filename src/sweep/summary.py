@@ -27,8 +27,9 @@ def summarize(sweep: Sweep) -> dict[str, Any]:
         "study": study.study_name,
         "n_trials": sweep.cfg.search.n_trials,
         "states": {k: v for k, v in states.items() if v},
+        "objective": objectives(sweep.cfg)[0][0],
         "best_trial": best.number if best else None,
-        "best_val_mse": best.values[0] if best else None,  # the first objective's value
+        "best_value": best.values[0] if best else None,
         "best_params": best.params if best else None,
         "best_run_id": best.user_attrs.get(RUN_ATTR) if best else None,
         "stopped_by": study.user_attrs.get(STOPPED_ATTR),
@@ -48,7 +49,10 @@ def summarize(sweep: Sweep) -> dict[str, Any]:
     parent.set_tags(tags)
     if best:
         parent.log_metrics(
-            {"best_val_loss": best.values[0], "n_finished": states["COMPLETE"] + states["PRUNED"]},
+            {
+                f"best_{summary['objective']}": best.values[0],
+                "n_finished": states["COMPLETE"] + states["PRUNED"],
+            },
             step=len(trials),
         )
         parent.flush()
@@ -151,7 +155,8 @@ def summary_text(summary: dict[str, Any]) -> str:
         )
     if summary["best_trial"] is not None:
         lines.append(
-            f"best: trial {summary['best_trial']}  val_mse={summary['best_val_mse']:.3e}  "
+            f"best: trial {summary['best_trial']}  "
+            f"{summary['objective']}={summary['best_value']:.3e}  "
             f"{console.fmt_params(summary['best_params'])}  run {summary['best_run_id'] or '-'}"
         )
     return "\n".join(lines)

@@ -2,7 +2,9 @@
 
 Keras `model.fit` spends most of its time on per-step Python overhead for a model this small;
 compiling the whole epoch (shuffle, every mini-batch step, validation) into one `tf.function`
-keeps the same algorithm and removes that overhead. No MLflow here: callers pass epoch hooks.
+keeps the same algorithm and removes that overhead. A model that cannot be compiled that way
+(e.g. an op XLA lacks) trains through `model.fit`, one epoch per call, with the same hooks.
+No MLflow here: callers pass epoch hooks.
 """
 
 from __future__ import annotations
@@ -41,12 +43,36 @@ class StopTraining(Exception):
 @dataclass
 class TrainResult:
     history: list[EpochLog] = field(default_factory=list)
-    train_mse: float = math.nan
-    val_mse: float = math.nan
-    test_mse: float = math.nan
+    # Every final metric of every split by name: train_mse, val_mse, test_mse, val_accuracy, ...
+    metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     stopped: str | None = None  # why a hook ended training early, if one did
-    metrics: dict[str, float] = field(default_factory=dict)  # every final metric, by name
+    fallback: str | None = None  # why the compiled loop gave way to model.fit, if it did
+
+    @property
+    def train_mse(self) -> float:
+        return self.metrics.get("train_mse", math.nan)
+
+    @property
+    def val_mse(self) -> float:
+        return self.metrics.get("val_mse", math.nan)
+
+    @property
+    def test_mse(self) -> float:
+        return self.metrics.get("test_mse", math.nan)
+
+
+def loss_function(name: str) -> Callable:
+    """Per-example loss by name; a classifier's outputs are logits, its targets class labels."""
+    functions = {
+        "mse": keras.losses.mean_squared_error,
+        "mae": keras.losses.mean_absolute_error,
+        "huber": keras.losses.huber,
+        "crossentropy": lambda y, logits: keras.losses.sparse_categorical_crossentropy(
+            y, logits, from_logits=True
+        ),
+    }
+    return functions[name]
 
 
 _configured = False
@@ -79,13 +105,15 @@ def reset_state(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def _step_function(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> Callable:
-    """One SGD step on one mini-batch; returns its mean squared error."""
+def _step_function(
+    model: keras.Model, optimizer: keras.optimizers.Optimizer, loss_fn: Callable
+) -> Callable:
+    """One optimizer step on one mini-batch; returns its mean loss."""
     weights = model.trainable_variables
 
     def step(xb, yb):  # noqa: ANN001, ANN202 - tensors in, tensors out
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(keras.losses.mean_squared_error(yb, model(xb, training=True)))
+            loss = tf.reduce_mean(loss_fn(yb, model(xb, training=True)))
         optimizer.apply(tape.gradient(loss, weights), weights)
         return loss
 
@@ -93,7 +121,11 @@ def _step_function(model: keras.Model, optimizer: keras.optimizers.Optimizer) ->
 
 
 def _epoch_function(
-    model: keras.Model, optimizer: keras.optimizers.Optimizer, batch_size: int, jit: bool
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    loss_fn: Callable,
+    batch_size: int,
+    jit: bool,
 ) -> Callable:
     """Build the compiled epoch: gather a permutation, step through mini-batches, validate.
 
@@ -101,7 +133,7 @@ def _epoch_function(
     step has static shapes and Grappler folds the shape arithmetic out of the loop (about 20%
     fewer ops per step than slicing with dynamic bounds); a partial last batch gets one more step.
     """
-    step = _step_function(model, optimizer)
+    step = _step_function(model, optimizer, loss_fn)
 
     @tf.function(jit_compile=jit)
     def run_epoch(x, y, perm, x_val, y_val):  # noqa: ANN001, ANN202 - tensors in, tensors out
@@ -109,13 +141,13 @@ def _epoch_function(
         full, rest = divmod(n, batch_size)
         xs, ys = tf.gather(x, perm), tf.gather(y, perm)
         xb = tf.reshape(xs[: full * batch_size], (full, batch_size, x.shape[1]))
-        yb = tf.reshape(ys[: full * batch_size], (full, batch_size, y.shape[1]))
+        yb = tf.reshape(ys[: full * batch_size], (full, batch_size, *y.shape[1:]))
         total = tf.constant(0.0)
         for i in tf.range(full):
             total += step(xb[i], yb[i]) * batch_size
         if rest:
             total += step(xs[full * batch_size :], ys[full * batch_size :]) * rest
-        val = tf.reduce_mean(keras.losses.mean_squared_error(y_val, model(x_val, training=False)))
+        val = tf.reduce_mean(loss_fn(y_val, model(x_val, training=False)))
         return total / n, val
 
     return run_epoch
@@ -143,6 +175,32 @@ def mse(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
     return float(tf.reduce_mean(tf.square(pred - y)))
 
 
+def split_metrics(model: keras.Model, x: np.ndarray, y: np.ndarray, loss: str) -> dict[str, float]:
+    """A split's final metrics in one forward pass: MSE and MAE, or cross-entropy and accuracy."""
+    pred = model(tf.constant(x), training=False)
+    if loss == "crossentropy":
+        return {
+            "crossentropy": float(tf.reduce_mean(loss_function(loss)(y, pred))),
+            "accuracy": float(np.mean(np.argmax(np.asarray(pred), axis=-1) == y)),
+        }
+    out = {
+        "mse": float(tf.reduce_mean(tf.square(pred - y))),  # the formula `mse` always used
+        "mae": float(tf.reduce_mean(tf.abs(pred - y))),
+    }
+    if loss == "huber":
+        out["huber"] = float(tf.reduce_mean(loss_function(loss)(y, pred)))
+    return out
+
+
+def final_metrics(model: keras.Model, data: Dataset, loss: str) -> dict[str, float]:
+    """Every split's metrics, named `<split>_<metric>`: train_mse, val_accuracy, ..."""
+    out = {}
+    for name in ("train", "val", "test"):
+        split = getattr(data, name)
+        out |= {f"{name}_{k}": v for k, v in split_metrics(model, split.x, split.y, loss).items()}
+    return out
+
+
 def train(
     model: keras.Model,
     optimizer: keras.optimizers.Optimizer,
@@ -152,19 +210,28 @@ def train(
     seed: int,
     jit_compile: bool = False,
     hooks: Sequence[EpochHook] = (),
+    loss: str = "mse",
 ) -> TrainResult:
     """Train on reshuffled mini-batches; hooks see every epoch and may stop it (StopTraining)."""
     start = time.perf_counter()
-    optimizer.build(model.trainable_variables)
-    run_epoch = _epoch_function(model, optimizer, batch_size, jit_compile)
-    x, y = tf.constant(data.train.x), tf.constant(data.train.y)
-    x_val, y_val = tf.constant(data.val.x), tf.constant(data.val.y)
+    if not model.built:  # a builder without keras.Input: make its weights before they are used
+        model(data.train.x[:1])
     rng = np.random.default_rng(seed)
     result = TrainResult()
+    setup = _Setup(model, optimizer, data, loss, batch_size, jit_compile)
+    epoch_runner = _compiled_epochs(setup)
     try:
         for epoch in range(1, epochs + 1):
-            perm = tf.constant(rng.permutation(len(data.train.x)).astype(np.int32))
-            train_loss, val_loss = (float(v) for v in run_epoch(x, y, perm, x_val, y_val))
+            perm = rng.permutation(len(data.train.x)).astype(np.int32)
+            try:
+                train_loss, val_loss = epoch_runner(perm)
+            except Exception as exc:
+                if epoch > 1 or result.fallback or isinstance(exc, KeyboardInterrupt):
+                    raise
+                result.fallback = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+                epoch_runner.close()
+                epoch_runner = _fit_epochs(setup)
+                train_loss, val_loss = epoch_runner(perm)
             log = EpochLog(epoch, train_loss, val_loss)
             result.history.append(log)
             try:
@@ -176,13 +243,68 @@ def train(
             if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
                 raise Diverged(epoch, train_loss if not math.isfinite(train_loss) else val_loss)
     finally:
-        if run_epoch.experimental_get_tracing_count():
-            release_graphs(run_epoch.get_concrete_function(x, y, perm, x_val, y_val).graph)
-    result.train_mse = mse(model, data.train.x, data.train.y)
-    result.val_mse = mse(model, data.val.x, data.val.y)
-    result.test_mse = mse(model, data.test.x, data.test.y)
+        epoch_runner.close()
+    result.metrics = final_metrics(model, data, loss)
     result.seconds = time.perf_counter() - start
     return result
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What an epoch runner trains: the model, its optimizer, the data, the loss, the batches."""
+
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
+    data: Dataset
+    loss: str
+    batch_size: int
+    jit: bool
+
+
+class _compiled_epochs:  # noqa: N801 - called like the function it wraps
+    """The compiled epoch, bound to one data set: perm in, (train loss, val loss) out."""
+
+    def __init__(self, s: _Setup) -> None:
+        s.optimizer.build(s.model.trainable_variables)
+        fn = loss_function(s.loss)
+        self.run_epoch = _epoch_function(s.model, s.optimizer, fn, s.batch_size, s.jit)
+        d = s.data
+        self.args = [tf.constant(a) for a in (d.train.x, d.train.y, d.val.x, d.val.y)]
+        self.perm = None
+
+    def __call__(self, perm: np.ndarray) -> tuple[float, float]:
+        x, y, x_val, y_val = self.args
+        self.perm = tf.constant(perm)
+        return tuple(float(v) for v in self.run_epoch(x, y, self.perm, x_val, y_val))
+
+    def close(self) -> None:
+        """Release the traced graphs once (a no-op when nothing was traced)."""
+        if self.perm is not None and self.run_epoch.experimental_get_tracing_count():
+            x, y, x_val, y_val = self.args
+            with contextlib.suppress(Exception):  # a trace that failed left no graph to free
+                concrete = self.run_epoch.get_concrete_function(x, y, self.perm, x_val, y_val)
+                release_graphs(concrete.graph)
+        self.perm = None
+
+
+class _fit_epochs:  # noqa: N801 - called like the function it replaces
+    """Keras's own `fit`, one epoch per call on our permutation: same losses, hooks and seeds."""
+
+    def __init__(self, s: _Setup) -> None:
+        fn = loss_function(s.loss)
+        s.model.compile(optimizer=s.optimizer, loss=lambda y, p: fn(y, p), jit_compile=False)
+        self.model, self.data, self.batch_size = s.model, s.data, s.batch_size
+
+    def __call__(self, perm: np.ndarray) -> tuple[float, float]:
+        d = self.data
+        history = self.model.fit(
+            d.train.x[perm], d.train.y[perm], self.batch_size, epochs=1, shuffle=False, verbose=0
+        )
+        val = self.model.evaluate(d.val.x, d.val.y, batch_size=len(d.val.x), verbose=0)
+        return float(history.history["loss"][-1]), float(val)
+
+    def close(self) -> None:
+        """Nothing to release: Keras owns fit's graphs."""
 
 
 def fit_like_tutorial(

@@ -32,6 +32,7 @@ METRIC_COLUMNS = ("val_mse", "test_mse", "train_mse", "train_seconds")
 DEFAULT_SWEPT = ("model.depth", "model.width", "model.activation", "optimizer.learning_rate")
 STARTUP_SECONDS = 120
 CHART_SECTION = "sweep-charts"
+RUNS_TO_COMPARE = 500  # MLflow's ceiling for a chart's runs (the UI's default is 10)
 
 
 def runs_url(base: str, experiment_id: str, view: str | None = None) -> str:
@@ -86,7 +87,7 @@ def charts(swept: list[str], objectives: Sequence[str] = ()) -> tuple[list[dict]
         **base,
         "uuid": "sweep-parallel",
         "type": "PARALLEL",
-        "runsCountToCompare": 100,
+        "runsCountToCompare": RUNS_TO_COMPARE,
         "selectedParams": swept,
         "selectedMetrics": ["val_mse"],
         "showAllRuns": True,
@@ -95,7 +96,7 @@ def charts(swept: list[str], objectives: Sequence[str] = ()) -> tuple[list[dict]
         **base,
         "uuid": "sweep-scatter",
         "type": "SCATTER",
-        "runsCountToCompare": 100,
+        "runsCountToCompare": RUNS_TO_COMPARE,
         "xaxis": {"key": "optimizer.learning_rate", "type": "PARAM"},
         "yaxis": {"key": "val_mse", "type": "METRIC"},
     }

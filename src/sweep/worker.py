@@ -23,18 +23,19 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from sweep import budget, console, interrupt
+from sweep import budget, interrupt
 from sweep.errors import EXIT_INTERRUPTED, Diverged, SweepError, first_line
 from sweep.pareto import median_rule
+from sweep.progress import Lines, Live, Silent, View
 from sweep.search import apply_params, objectives, sample
-from sweep.study import MLFLOW_STATUS, RUN_ATTR, Sweep, best_trial, counts
+from sweep.study import MLFLOW_STATUS, RUN_ATTR, Sweep, counts, failed_trials
 from sweep.tracking import tracked_run, warm_up, write_in_background
 
 if TYPE_CHECKING:
     from sweep.training import TrainResult
 
 
-def next_trial(sweep: Sweep, poll: float = 1.0) -> optuna.Trial | None:
+def next_trial(sweep: Sweep, poll: float = 1.0, view: View | None = None) -> optuna.Trial | None:
     """Ask for a trial while the target is not met and no budget is spent; None once either is.
 
     Waits while other workers' trials finish (they may still meet the target).
@@ -60,7 +61,9 @@ def next_trial(sweep: Sweep, poll: float = 1.0) -> optuna.Trial | None:
             trial.set_user_attr("fail_reason", "surplus: the target was reached by other workers")
             sweep.study.tell(trial, state=TrialState.FAIL)
         elif not waiting_said:
-            console.say(f"waiting for {len(running)} running trial(s) to finish or go stale")
+            (view or Lines()).note(
+                f"waiting for {len(running)} running trial(s) to finish or go stale"
+            )
             waiting_said = True
         time.sleep(poll)
 
@@ -68,11 +71,7 @@ def next_trial(sweep: Sweep, poll: float = 1.0) -> optuna.Trial | None:
 def check_failures(sweep: Sweep) -> None:
     """Stop a sweep whose trials keep failing instead of asking for new ones forever."""
     limit = sweep.cfg.search.max_failed_trials
-    failed = [
-        t
-        for t in sweep.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        if not str(t.user_attrs.get("fail_reason", "")).startswith(("surplus", "interrupted"))
-    ]
+    failed = failed_trials(sweep.study)
     if limit and len(failed) >= limit:
         last = failed[-1].user_attrs.get("fail_reason", "no reason recorded")
         raise SweepError(
@@ -81,26 +80,26 @@ def check_failures(sweep: Sweep) -> None:
         )
 
 
-def run_worker(sweep: Sweep, prefix: str = "") -> int:
+def run_worker(sweep: Sweep, view: View | None = None) -> int:
     """Run trials until the study has `search.n_trials` finished ones; returns trials run here.
 
     Plots are written on a background thread while the next trial trains; all are on disk
     before this returns.
     """
-    ran = 0
+    ran, view = 0, view or Lines()
     if sweep.tracker.enabled and sweep.cfg.tracking.log_model:
         warm_up()
     write_in_background(True)
     try:
-        while (trial := next_trial(sweep)) is not None:
-            run_trial(sweep, trial, prefix)
+        while (trial := next_trial(sweep, view=view)) is not None:
+            run_trial(sweep, trial, view)
             ran += 1
     finally:
         write_in_background(False)
     return ran
 
 
-def run_trial(sweep: Sweep, trial: optuna.Trial, prefix: str = "") -> TrialState:
+def run_trial(sweep: Sweep, trial: optuna.Trial, view: View | None = None) -> TrialState:
     """One trial as one MLflow child run; pruned, diverged and interrupted trials are marked.
 
     The run closes first (its status and `sweep.state` tag match the trial's), then the trial
@@ -110,11 +109,9 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, prefix: str = "") -> TrialState
 
     start = time.perf_counter()
     cfg = apply_params(sweep.cfg, trial.params)
-    hooks = [
-        console.epoch_counter(f"trial {trial.number}", cfg.trainer.epochs),
-        interrupt.check,
-        pruning_hook(trial) if len(sweep.study.directions) == 1 else median_rule(sweep, trial),
-    ]
+    view = view or Lines()
+    prune = pruning_hook(trial) if len(sweep.study.directions) == 1 else median_rule(sweep, trial)
+    hooks = [interrupt.check, prune, *view.hooks(trial.number, cfg.trainer.epochs)]
     try:
         with (
             tracked_run(*_run_spec(sweep, trial), failed_tags={"sweep.state": "FAIL"}) as run,
@@ -123,7 +120,7 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, prefix: str = "") -> TrialState
             if run.run_id:
                 trial.set_user_attr(RUN_ATTR, run.run_id)
             result = execute(cfg, run, sweep.overrides, hooks)
-            outcome = Outcome.of(result, [name for name, _ in objectives(sweep.cfg)])
+            outcome = Outcome.of(result, [name for name, _ in objectives(cfg)])
             run.close_as(MLFLOW_STATUS[outcome.state], {"sweep.state": outcome.state.name})
     except Diverged as exc:
         outcome = Outcome(TrialState.FAIL, reason=str(exc))
@@ -136,7 +133,7 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, prefix: str = "") -> TrialState
         raise
     tell(sweep.study, trial, outcome)
     seconds = time.perf_counter() - start
-    _report(sweep, trial, outcome, seconds, run.run_id, prefix)
+    view.trial_done(sweep, trial, outcome, seconds, run.run_id)
     return outcome.state
 
 
@@ -162,9 +159,9 @@ class Outcome:
     note: str | None = None  # why training stopped early (pruned), shown on its line
 
     @classmethod
-    def of(cls, result: TrainResult, names: Sequence[str] = ("val_mse",)) -> Outcome:
-        """Pruned, or complete with the value of each objective read from the result's metrics."""
-        if result.stopped:  # pruned: its run still gets the model, plots and final MSEs
+    def of(cls, result: TrainResult, names: Sequence[str]) -> Outcome:
+        """The trial's state, and its value(s): each objective's final metric (e.g. val_mse)."""
+        if result.stopped:  # pruned: its run still gets the model, plots and final metrics
             return cls(TrialState.PRUNED, note=result.stopped)
         values = [result.metrics[name] for name in names]
         return cls(TrialState.COMPLETE, value=values[0] if len(values) == 1 else values)
@@ -178,32 +175,6 @@ def tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
         study.tell(trial, outcome.value)
     else:
         study.tell(trial, state=outcome.state)
-
-
-def _report(
-    sweep: Sweep,
-    trial: optuna.Trial,
-    outcome: Outcome,
-    seconds: float,
-    run_id: str | None,
-    prefix: str,
-) -> None:
-    done, _ = counts(sweep.study)
-    best = best_trial(sweep.study)
-    first = outcome.value[0] if isinstance(outcome.value, list) else outcome.value
-    line = console.trial_line(
-        done,
-        sweep.cfg.search.n_trials,
-        trial.number,
-        outcome.state.name,
-        first,
-        (best.number, best.values[0]) if best else None,
-        trial.params,
-        seconds,
-        run_id,
-        outcome.reason or outcome.note,
-    )
-    console.say(line, prefix)
 
 
 def retry_later(study: optuna.Study, trial: optuna.Trial) -> None:
@@ -261,24 +232,28 @@ class heartbeat:  # noqa: N801 - used as a context manager, reads like one
         self.stop.set()
 
 
-def run_workers(sweep: Sweep, jobs: int) -> None:
+def run_workers(sweep: Sweep, jobs: int, view: View | None = None) -> None:
     """Run the study here (one worker) or in `jobs` spawned worker processes."""
     if jobs <= 1:
-        run_worker(sweep)
+        run_worker(sweep, view)
     else:
-        run_processes(sweep.cfg, sweep.overrides, jobs)
+        run_processes(sweep.cfg, sweep.overrides, jobs, view)
 
 
-def run_processes(cfg: DictConfig, overrides: Sequence[str], jobs: int) -> None:
+def run_processes(
+    cfg: DictConfig, overrides: Sequence[str], jobs: int, view: View | None = None
+) -> None:
     """Start `jobs` worker processes on the same study and parent run; wait for all of them.
 
     A stop request (Ctrl-C, or SIGTERM sent to this process alone, as a scheduler does) is
-    passed on to every worker, which closes its trial and exits.
+    passed on to every worker, which closes its trial and exits. With a live `view` here, the
+    workers print no trial lines: the view, fed from the study, shows them all.
     """
     ctx = multiprocessing.get_context("spawn")
+    live = isinstance(view, Live)
     data = OmegaConf.to_container(cfg, resolve=True)
     procs = [
-        ctx.Process(target=_worker_process, args=(data, list(overrides), i, jobs))
+        ctx.Process(target=_worker_process, args=(data, list(overrides), i, jobs, live))
         for i in range(jobs)
     ]
     for p in procs:
@@ -286,6 +261,8 @@ def run_processes(cfg: DictConfig, overrides: Sequence[str], jobs: int) -> None:
     forwarded = False
     while any(p.is_alive() for p in procs):
         time.sleep(0.2)
+        if view is not None:
+            view.poll()
         if interrupt.requested() and not forwarded:
             for p in procs:
                 if p.is_alive():
@@ -297,7 +274,9 @@ def run_processes(cfg: DictConfig, overrides: Sequence[str], jobs: int) -> None:
         raise SweepError(f"{len(bad)} worker(s) failed (exit codes {bad}); see their output above")
 
 
-def _worker_process(data: dict, overrides: list[str], index: int, jobs: int) -> None:
+def _worker_process(
+    data: dict, overrides: list[str], index: int, jobs: int, live: bool = False
+) -> None:
     """Entry of one spawned worker: pinned to its cores, its own TensorFlow threads."""
     from sweep.study import open_sweep
 
@@ -307,7 +286,8 @@ def _worker_process(data: dict, overrides: list[str], index: int, jobs: int) -> 
     if threads and cfg.trainer.threads is None:
         cfg.trainer.threads = threads
     try:
-        run_worker(open_sweep(cfg, overrides), prefix=f"[w{index}] ")
+        view = Silent() if live else Lines(f"[w{index}] ")
+        run_worker(open_sweep(cfg, overrides), view)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
     except SweepError as exc:

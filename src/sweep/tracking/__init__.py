@@ -28,7 +28,6 @@ from sweep.tracking.server import (
     default_allowed_hosts,
     local_url,
     serve,
-    start,
     stop,
     wait_healthy,
 )
@@ -55,7 +54,6 @@ __all__ = [
     "make_tracker",
     "register",
     "serve",
-    "start",
     "stop",
     "tracked_run",
     "wait_healthy",

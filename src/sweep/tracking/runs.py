@@ -268,13 +268,13 @@ class Tracker:
     def setup(self) -> str:
         """Create the store (schema migration) and the experiment; safe to call from any worker."""
         check_reachable(self.uri)
+        if self.uri.startswith("sqlite:"):
+            enable_wal(self.uri)  # makes the store's folder, once the command is under way
         try:
             exp = self.client.get_experiment_by_name(self.experiment)
             exp_id = self._create_experiment() if exp is None else exp.experiment_id
         except MlflowException as exc:
             raise ConfigError(f"tracking.uri={mask_url(self.uri)}: {first_line(exc)}") from exc
-        if self.uri.startswith("sqlite:"):
-            enable_wal(self.uri)
         self.experiment_id = exp_id
         mlflow.set_experiment(experiment_id=exp_id)
         return exp_id

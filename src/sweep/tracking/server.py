@@ -1,31 +1,29 @@
-"""The one launcher of `mlflow server`, for `sweep ui` and `sweep server` alike.
-
-It owns the server's whole lifecycle: the port check, the start in its own process group (so its
-uvicorn workers go with it), the wait for /health, the stop (SIGTERM to the group, SIGKILL after a
-grace) and the wait for Ctrl-C or SIGTERM, which is how a server is meant to end: exit 0.
+"""`mlflow server` on the one launcher of server processes (`sweep.processes`), for `sweep ui`
+and `sweep server` alike: what is MLflow's here (its command, its job runner switched off, its
+Host allowlist), the lifecycle there.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from typing import Any
 
-from sweep.errors import EXIT_OK, ConfigError, SweepError
+from sweep import processes
+from sweep.processes import check_port, local_url, stop, wait_healthy
 
 STARTUP_SECONDS = 180  # a fresh PostgreSQL store runs MLflow's schema migrations first
-STOP_GRACE = 15
 # MLflow 3's GenAI job runner (a huey consumer per worker) is of no use to a tracking store.
 NO_JOBS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-# /health goes straight to the server, never through an HTTP(S)_PROXY of the environment.
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+__all__ = [
+    "check_port",
+    "default_allowed_hosts",
+    "local_url",
+    "serve",
+    "stop",
+    "wait_healthy",
+]
 
 
 def default_allowed_hosts() -> list[str]:
@@ -35,109 +33,13 @@ def default_allowed_hosts() -> list[str]:
     return list(get_default_allowed_hosts())
 
 
-def check_port(host: str, port: int) -> None:
-    """Refuse a taken port in one line now, not in uvicorn's traceback after the imports."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise ConfigError(f"port {port} on {host} is in use; try PORT={port + 1}") from exc
-            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+def command(cmd_args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "mlflow", "server", *cmd_args]
 
 
-def local_url(host: str, port: int) -> str:
-    """Where this machine reaches the server (a wildcard bind answers on loopback too)."""
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def start(cmd_args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-    """`python -m mlflow server <cmd_args>` in its own process group, without the job runner."""
-    cmd = [sys.executable, "-m", "mlflow", "server", *cmd_args]
+def serve(cmd_args: list[str], url: str, env: dict[str, str] | None = None, **options: Any) -> int:
+    """`mlflow server` without its job runner until SIGINT/SIGTERM (exit 0); `options` (on_ready,
+    timeout) go to `processes.serve`."""
     env = {**(os.environ if env is None else env), **NO_JOBS}
-    return subprocess.Popen(cmd, env=env, start_new_session=True)
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = STARTUP_SECONDS) -> None:
-    """Block until /health answers; one line (SweepError) if the server dies or never answers."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SweepError(f"mlflow server exited with code {proc.returncode}; see its output")
-        with contextlib.suppress(OSError), _DIRECT.open(f"{url}/health", timeout=2) as resp:
-            if resp.status == 200:
-                return
-        time.sleep(0.5)
-    raise SweepError(f"mlflow server did not answer on {url}/health within {timeout:.0f}s")
-
-
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    """Signal the process's group (it leads one when started by `start`), else the process."""
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(sig)
-
-
-def stop(proc: subprocess.Popen, grace: float = STOP_GRACE) -> None:
-    """End a process and its group: SIGTERM, then SIGKILL if it is still there after `grace`."""
-    if proc.poll() is not None:
-        return
-    _signal_group(proc, signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        _signal_group(proc, signal.SIGKILL)
-        proc.wait()
-
-
-@contextlib.contextmanager
-def _interrupted_by_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM raise KeyboardInterrupt once, even where SIGINT came in ignored
-    (`cmd &` in a script); later ones are ignored so the stop that follows is not cut short."""
-    raised = False
-
-    def handler(signum: int, frame: object) -> None:
-        nonlocal raised
-        if not raised:
-            raised = True
-            raise KeyboardInterrupt
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def serve(
-    cmd_args: list[str],
-    url: str,
-    env: dict[str, str] | None = None,
-    on_ready: Callable[[], None] = lambda: None,
-    timeout: float = STARTUP_SECONDS,
-) -> int:
-    """Start the server, call `on_ready` once it answers, keep it up until SIGINT/SIGTERM (exit 0);
-    whatever happens, the server's process group is gone when this returns."""
-    with _interrupted_by_signals():
-        proc = None
-        try:
-            proc = start(cmd_args, env)
-            wait_healthy(url, proc, timeout)
-            on_ready()
-            code = proc.wait()
-        except KeyboardInterrupt:
-            print("\nstopping the mlflow server", file=sys.stderr, flush=True)
-            return EXIT_OK
-        finally:
-            if proc is not None:
-                stop(proc)
-    raise SweepError(f"mlflow server exited on its own with code {code}; see its output")
+    options.setdefault("timeout", STARTUP_SECONDS)
+    return processes.serve(command(cmd_args), url, env, **options)

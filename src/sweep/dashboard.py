@@ -1,0 +1,79 @@
+"""`python -m sweep dashboard`: optuna-dashboard on the study's storage, on 127.0.0.1.
+
+optuna-dashboard reads the Optuna storage directly (the embedded SQLite file or PostgreSQL) and
+shows, live, every study in it: trials with their intermediate values per epoch, the history,
+parameter importances and, for studies with several objectives, the Pareto front. It runs on the
+one launcher of server processes (`sweep.processes`) and stops on Ctrl-C or SIGTERM with exit 0.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from sweep import processes
+from sweep.config import STORAGE_SCHEMES, Store, check_url, mask_url, sqlite_path
+from sweep.errors import ConfigError
+
+STARTUP_SECONDS = 60
+NAME = "optuna-dashboard"
+
+
+def default_storage(store: Store) -> str:
+    return f"sqlite:///{store.folder}/optuna.db"
+
+
+def check_storage(url: str) -> None:
+    """One line, and no file made, for a malformed URL or an embedded study that is not there."""
+    check_url("--storage", url, STORAGE_SCHEMES)
+    if url.startswith("sqlite:") and not Path(sqlite_path(url)).is_file():
+        raise ConfigError(
+            f"no Optuna storage at {sqlite_path(url)}; run `make sweep` first, "
+            "or pass --store DIR or --storage URL"
+        )
+
+
+def executable() -> str:
+    """The optuna-dashboard script of this Python's environment (else the one on PATH)."""
+    beside = Path(sys.executable).with_name(NAME)
+    found = str(beside) if beside.is_file() else shutil.which(NAME)
+    if not found:
+        raise ConfigError(f"{NAME} is not installed; pip install 'optuna-dashboard>=0.21,<0.22'")
+    return found
+
+
+def study_urls(storage: str, base: str) -> list[str]:
+    """One line per study: its name and its page in the dashboard."""
+    import optuna
+
+    rdb = optuna.storages.RDBStorage(
+        storage, skip_compatibility_check=True, skip_table_creation=True
+    )
+    try:
+        names = optuna.get_all_study_names(rdb)
+        return [
+            f"  study {name!r}  {base}/dashboard/studies/{rdb.get_study_id_from_name(name)}"
+            for name in names
+        ] or [f"  no study yet: {base}/dashboard shows them as they are made"]
+    finally:
+        rdb.engine.dispose()
+
+
+def main(
+    store: Store, host: str = "127.0.0.1", port: int = 8080, storage: str | None = None
+) -> int:
+    """Serve optuna-dashboard on the storage until Ctrl-C; print each study's address."""
+    url = storage or default_storage(store)
+    check_storage(url)
+    processes.check_port(host, port)
+    cmd = [executable(), url, "--host", host, "--port", str(port), "--quiet"]
+    base = processes.local_url(host, port)
+
+    def announce() -> None:
+        print(f"{NAME} for {mask_url(url)} at {base}/dashboard  (Ctrl-C to stop)")
+        print("\n".join(study_urls(url, base)), flush=True)
+
+    return processes.serve(
+        cmd, base, on_ready=announce, timeout=STARTUP_SECONDS, name=NAME, health="/api/studies"
+    )

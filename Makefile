@@ -8,6 +8,8 @@ ARGS   ?=
 JOBS   ?=
 PORT   ?= 5000
 STUDY  ?=
+# A value as one shell word, quotes escaped: Make variables never reach the shell unquoted.
+q = '$(subst ','\'',$(1))'
 
 .DEFAULT_GOAL := help
 .PHONY: help install baseline sweep worker server ui dashboard report predict rerun robust test test-fast lint format bench clean
@@ -24,34 +26,34 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv (if missing) and install the package with its dev tools
 
 baseline: $(STAMP) ## One run of the tutorial's model (4x20 tanh, SGD 0.01, 50 epochs), logged to MLflow
-	$(PY) -m sweep baseline $(ARGS)
+	@$(PY) -m sweep baseline $(ARGS)
 
 sweep: $(STAMP) ## Run or resume the Optuna study (30 trials by default); JOBS=N runs N workers here
-	$(PY) -m sweep sweep $(if $(JOBS),search.jobs=$(JOBS)) $(ARGS)
+	@$(PY) -m sweep sweep $(if $(JOBS),search.jobs=$(call q,$(JOBS))) $(ARGS)
 
 worker: $(STAMP) ## Join the study on a shared storage and run trials until it reaches search.n_trials
-	$(PY) -m sweep worker $(ARGS)
+	@$(PY) -m sweep worker $(ARGS)
 
 server: $(STAMP) ## MLflow tracking server for many workers: PostgreSQL store (SWEEP_TRACKING_DB), artifacts proxied, 127.0.0.1 (PORT=5000)
-	$(PY) -m sweep server --port $(PORT) $(ARGS)
+	@$(PY) -m sweep server --port $(call q,$(PORT)) $(ARGS)
 
 ui: $(STAMP) ## mlflow server over the project's store on 127.0.0.1 (PORT=5000); prints the runs table's address
-	$(PY) -m sweep ui $(ARGS) --port $(PORT)
+	@$(PY) -m sweep ui $(ARGS) --port $(call q,$(PORT))
 
 dashboard: $(STAMP) ## optuna-dashboard on the study's storage on 127.0.0.1 (PORT=8080): live trials, epochs, history, importances
-	$(PY) -m sweep dashboard --port $(if $(filter-out file,$(origin PORT)),$(PORT),8080) $(ARGS)
+	@$(PY) -m sweep dashboard --port $(call q,$(if $(filter-out file,$(origin PORT)),$(PORT),8080)) $(ARGS)
 
 report: $(STAMP) ## Self-contained HTML report of a study (STUDY=name), logged to its parent run
-	$(PY) -m sweep report $(if $(STUDY),search.study_name=$(STUDY)) $(ARGS)
+	@$(PY) -m sweep report $(if $(STUDY),search.study_name=$(call q,$(STUDY))) $(ARGS)
 
 predict: $(STAMP) ## Predict sin(x) with the registered champion model (ARGS="--x 0.5 1.0")
-	$(PY) -m sweep predict $(ARGS)
+	@$(PY) -m sweep predict $(ARGS)
 
 rerun: $(STAMP) ## Train run RUN_ID again from its MLflow record alone; compare every metric (TOL=rel. tolerance)
-	$(PY) -m sweep rerun $(RUN_ID) $(if $(TOL),--tolerance $(TOL)) $(ARGS)
+	@$(PY) -m sweep rerun $(call q,$(RUN_ID)) $(if $(TOL),--tolerance $(call q,$(TOL))) $(ARGS)
 
 robust: $(STAMP) ## Rerun a study's TOP best trials with SEEDS new seeds each (STUDY=sine-mlp TOP=5 SEEDS=5)
-	$(PY) -m sweep robust $(or $(STUDY),sine-mlp) --top $(or $(TOP),5) --seeds $(or $(SEEDS),5) $(ARGS)
+	@$(PY) -m sweep robust $(call q,$(or $(STUDY),sine-mlp)) --top $(call q,$(or $(TOP),5)) --seeds $(call q,$(or $(SEEDS),5)) $(ARGS)
 
 test: $(STAMP) ## The whole test suite (what CI runs)
 	$(PY) -m pytest
@@ -60,7 +62,7 @@ test-fast: $(STAMP) ## The tests not marked slow, for quick iteration
 	$(PY) -m pytest -m "not slow"
 
 bench: $(STAMP) ## Measure the speed targets (fit vs loop, trial overhead, 1 vs 2 workers, memory); ARGS="--only fit --seeds 2"
-	$(PY) benchmarks/bench.py $(ARGS)
+	@$(PY) benchmarks/bench.py $(ARGS)
 
 lint: $(STAMP) ## ruff lint and format check
 	$(VENV)/bin/ruff check src tests benchmarks
@@ -70,5 +72,8 @@ format: $(STAMP) ## ruff format and safe fixes
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 	$(VENV)/bin/ruff format src tests benchmarks
 
-clean: ## Delete the local stores under mlruns/ (asks first)
-	@read -p "delete everything under mlruns/? [y/N] " ok && [ "$$ok" = y ] && find mlruns -mindepth 1 ! -name .gitkeep -delete || true
+clean: ## Delete this machine's local stores under mlruns/ (lists them, asks first); never server-artifacts/
+	@files=$$(find mlruns -mindepth 1 -maxdepth 1 ! -name .gitkeep ! -name server-artifacts); \
+	if [ -z "$$files" ]; then echo "nothing to delete under mlruns/"; exit 0; fi; \
+	echo "$$files"; [ -d mlruns/server-artifacts ] && echo "(kept: mlruns/server-artifacts, the tracking server's artifacts)"; \
+	read -p "delete the above? [y/N] " ok && [ "$$ok" = y ] && rm -rf $$files || true

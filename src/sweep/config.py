@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -31,6 +31,8 @@ EXAMPLES = {
     "search.sampler": "optuna.samplers.TPESampler",
     "search.pruner": "optuna.pruners.MedianPruner",
 }
+MAX_POINTS = 10_000_000  # a grid beyond this is a typo (or a hostile record), not an experiment
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 STORAGE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "mysql", "mysql+pymysql")
 TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "postgresql+psycopg2", "file")
 
@@ -74,6 +76,8 @@ def validate(cfg: DictConfig) -> None:
     if "learning_rate" in cfg.optimizer:
         positive_number(cfg, "optimizer.learning_rate")
     check_data(cfg)
+    for key in ("search.study_name", "tracking.registered_model"):
+        safe_name(key, OmegaConf.select(cfg, key), optional=key.startswith("tracking"))
     check_url("search.storage", cfg.search.storage, STORAGE_SCHEMES)
     check_search_plan(cfg)
     if cfg.tracking.enabled:
@@ -149,7 +153,10 @@ def train_size(cfg: DictConfig) -> int:
             raise ConfigError(f"data.{key} must be a number, got {d[key]!r}")
     if d.step <= 0 or d.x_max <= d.x_min:
         raise ConfigError("data needs x_min < x_max and step > 0")
-    return int(-(-(d.x_max - d.x_min) // d.step))
+    n = int(-(-(d.x_max - d.x_min) // d.step))
+    if n > MAX_POINTS or max(d.get("n_val", 0), d.get("n_test", 0)) > MAX_POINTS:
+        raise ConfigError(f"data asks for more than {MAX_POINTS:,} points (data.step={d.step})")
+    return n
 
 
 def positive_int(cfg: DictConfig, key: str) -> int:
@@ -167,6 +174,18 @@ def positive_number(cfg: DictConfig, key: str) -> float:
     if not ok or not (0 < value < float("inf")):
         raise ConfigError(f"{key} must be a positive number, got {value!r}")
     return float(value)
+
+
+def safe_name(key: str, value: Any, optional: bool = False) -> None:
+    """A study or model name names a file (the report) and sits in MLflow filters: no quotes,
+    no slashes, no `..`, nothing a terminal would interpret."""
+    if optional and value is None:
+        return
+    if not isinstance(value, str) or not SAFE_NAME.match(value):
+        raise ConfigError(
+            f"{key}={value!r} must be letters, digits, '.', '_' or '-' (at most 100), "
+            "starting with a letter or digit"
+        )
 
 
 def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> str:
@@ -190,6 +209,11 @@ def check_url(key: str, url: Any, schemes: tuple[str, ...]) -> None:
         writable_dir(key, Path(path).parent)
     elif scheme in ("http", "https", "postgresql", "postgresql+psycopg2", "mysql"):
         parts = urlsplit(url)
+        if url.split("://", 1)[1].count("@") > parts.netloc.count("@"):
+            raise ConfigError(
+                f"{key}={mask_url(url)!r}: its password holds / ? or #; percent-encode them "
+                "(/ as %2F, ? as %3F, # as %23) or keep it in PGPASSWORD or ~/.pgpass"
+            )
         if not parts.hostname:
             raise ConfigError(f"{key}={mask_url(url)!r} names no host")
         try:
@@ -219,25 +243,54 @@ def writable_dir(key: str, folder: Path) -> None:
         raise ConfigError(f"{key}: {what} {existing} is not writable")
 
 
+# A query parameter that carries a secret (`?password=`, libpq's `sslpassword`, `token=`). Its
+# value ends at the next parameter, or before quotes and brackets that close the text around the
+# URL (a YAML or shell quote), so masking never breaks the record it runs over.
+SECRET_QUERY = re.compile(
+    r"(?i)(?P<key>[?&;][a-z_]*(?:password|passwd|pwd|secret|token))="
+    r"(?P<value>[^&#\s]*?)(?=['\"\\,;)\]}]*(?:[&#\s]|$))"
+)
+
+
 def mask_url(url: str | None) -> str | None:
-    """Replace a password in a URL with *** so it can be printed or logged."""
+    """The one masking of a URL: its password, and any secret query parameter, become ***.
+
+    The userinfo runs to the LAST `@` and the password from the first `:`, so a password holding
+    `:`, `@`, `/` or a quote is masked whole (SQLAlchemy's own `make_url` stops at the first `@`).
+    """
     if not url or "://" not in url:
         return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    return urlunsplit(
-        parts._replace(netloc=re.sub(r":[^:]*$", ":***", netloc[0]) + "@" + netloc[1])
-    )
+    scheme, rest = url.split("://", 1)
+    at = rest.rfind("@")
+    if at > 0 and ":" in rest[:at]:
+        rest = rest[: rest.index(":")] + ":***" + rest[at:]
+    return f"{scheme}://{SECRET_QUERY.sub(lambda m: m['key'] + '=***', rest)}"
 
 
-URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
 
 
 def mask_text(value: Any) -> str:
-    """Text with every URL's password replaced by ***: configs, overrides, commands, tracebacks."""
+    """Text with every URL masked by `mask_url`: configs, overrides, commands, tracebacks, tags."""
     return URL.sub(lambda m: mask_url(m.group()), str(value))
+
+
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(value: Any) -> str:
+    """One line for the terminal: masked, and with no control characters (a run name or tag on
+    a shared server, written by anyone, could otherwise carry escape sequences)."""
+    return CONTROL.sub("?", mask_text(value))
+
+
+def mask_data(data: Any) -> Any:
+    """A record (dicts, lists, strings) with every string masked, before it is serialised."""
+    if isinstance(data, dict):
+        return {k: mask_data(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [mask_data(v) for v in data]
+    return mask_text(data) if isinstance(data, str) else data
 
 
 @dataclass(frozen=True)
@@ -282,8 +335,7 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, str]:
         if isinstance(value, dict) and value:
             flat.update(flatten(value, f"{name}."))
         else:
-            text = str(value)
-            flat[name] = mask_url(text) if "://" in text else text
+            flat[name] = mask_text(value)
     return flat
 
 

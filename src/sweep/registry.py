@@ -1,8 +1,9 @@
 """The study's best model in the MLflow model registry, under the alias `champion`.
 
 A sweep registers its best trial's logged model as a version of `tracking.registered_model` and
-points the alias at it, so `mlflow.keras.load_model("models:/<name>@champion")` always loads the
-current best without knowing run or model ids. `python -m sweep predict` shows it at work.
+points the alias at it (unless the alias holds another study's better model on the same
+objective), so `models:/<name>@champion` always names the best without knowing run or model ids;
+`predict` loads it with Keras's safe_mode only (see tracking/models.py) and shows it at work.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from typing import Any
 import numpy as np
 
 from sweep import console
-from sweep.config import Store
+from sweep.config import Store, printable
 from sweep.errors import EXIT_OK, ConfigError, first_line
-from sweep.tracking import MlflowException, load_alias, register
+from sweep.search import objectives
+from sweep.tracking import MlflowException, alias_tags, load_alias, register
 
 ALIAS = "champion"
 DESCRIPTION = "Best model of a sweep (see the version's tags for its study and objective)."
@@ -36,6 +38,14 @@ def register_champion(cfg: Any, summary: dict[str, Any]) -> Any:
         "run_id": run_id,
         "chosen_by": f"mean over {robust['n_seeds']} seeds" if robust else "best trial",
     }
+    current = alias_tags(cfg.tracking.uri, name, ALIAS)
+    if keeps_champion(current, summary, dict(objectives(cfg))[summary["objective"]]):
+        console.say(
+            f"models:/{name}@{ALIAS} stays on study {current['study']!r}'s model: its "
+            f"{summary['objective']} {current[summary['objective']]} beats this study's "
+            f"{summary['best_value']}"
+        )
+        return None
     try:
         mv = register(cfg.tracking.uri, name, ALIAS, run_id, tags, DESCRIPTION)
     except MlflowException as exc:
@@ -63,6 +73,18 @@ def register_front(cfg: Any, summary: dict[str, Any]) -> list[str]:
     if aliases:
         console.say(f"registered the Pareto front as models:/{name}@{{{','.join(aliases)}}}")
     return aliases
+
+
+def keeps_champion(current: dict[str, str] | None, summary: dict[str, Any], direction: str) -> bool:
+    """A champion of ANOTHER study that is better on the same objective is not replaced."""
+    objective = summary["objective"]
+    if not current or current.get("study") == summary["study"]:
+        return False
+    try:
+        theirs, ours = float(current[objective]), float(summary["best_value"])
+    except (KeyError, TypeError, ValueError):  # another objective, or no value recorded
+        return False
+    return theirs < ours if direction == "minimize" else theirs > ours
 
 
 def predict(model: Any, xs: np.ndarray) -> np.ndarray:
@@ -104,9 +126,11 @@ def main(
         ) from exc
     objective = mv.tags.get("objective", "val_mse")
     console.say(
-        f"models:/{model}@{alias} = version {mv.version} "
-        f"(study {mv.tags.get('study', '?')}, trial {mv.tags.get('trial', '?')}, "
-        f"recorded {objective} {_number(mv.tags.get(objective))})"
+        printable(
+            f"models:/{model}@{alias} = version {mv.version} "
+            f"(study {mv.tags.get('study', '?')}, trial {mv.tags.get('trial', '?')}, "
+            f"recorded {objective} {_number(mv.tags.get(objective))})"
+        )
     )
     if csv is not None:
         console.say(csv_predictions(store, mv.run_id, loaded, csv))

@@ -2,7 +2,8 @@
 
 Neither command composes conf/: each configuration is the run's logged `config.yaml`, so editing
 conf/ after a run cannot change its rerun. Only the tracking section is replaced, so new runs go
-to today's store.
+to today's store. A record may come from a shared store anyone can write to, so it is data: never
+interpolated, held to the command line's checks, and unable to widen `trusted_modules`.
 """
 
 from __future__ import annotations
@@ -10,17 +11,21 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.config import Store, upgrade_record
+from sweep.config import Store, upgrade_record, validate
 from sweep.errors import ConfigError, Diverged
+from sweep.objects import trusted_prefixes
 
 RECORD_FILES = ("config.yaml", "replay.json")
+# What this checkout trusts: a record may name these modules, never more.
+LOCAL_CONF = Path(__file__).resolve().parents[2] / "conf" / "config.yaml"
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 REQUIRED_KEYS = (
     "seed",
@@ -66,11 +71,47 @@ def load_record(reader: Any, run_id: str) -> Record:
             f"run {run_id} has no replay record (missing {', '.join(missing)}): {hint}"
         )
     texts = {name: reader.artifact_text(run, name) for name in RECORD_FILES}
-    cfg = OmegaConf.create(yaml.safe_load(texts["config.yaml"]))
+    cfg = logged_config(texts["config.yaml"], run_id)
     missing_keys = [k for k in REQUIRED_KEYS if OmegaConf.select(cfg, k) is None]
     if missing_keys:
         raise ConfigError(f"run {run_id}'s config.yaml lacks {', '.join(missing_keys)}")
     return Record(run, cfg, json.loads(texts["replay.json"]))
+
+
+def logged_config(text: str, run_id: str) -> DictConfig:
+    """A config.yaml read from a (shared) store as plain data: never interpolated, trusting no
+    module that this checkout's conf/ does not trust already."""
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ConfigError(f"run {run_id}'s config.yaml is not a mapping")
+    found = next(interpolations(data), None)
+    if found is not None:
+        raise ConfigError(
+            f"run {run_id}'s config.yaml holds an interpolation at {found}: a logged config is "
+            "resolved when it is written, so this record was edited; refused"
+        )
+    extra = set(trusted_prefixes(data)) - set(trusted_prefixes(OmegaConf.load(LOCAL_CONF)))
+    if extra:
+        names = ", ".join(sorted(p.rstrip(".") for p in extra))
+        raise ConfigError(
+            f"run {run_id}'s config.yaml trusts modules this checkout does not ({names}); a "
+            f"record cannot extend what is imported: add them to trusted_modules in {LOCAL_CONF}"
+        )
+    return OmegaConf.create(data)
+
+
+def interpolations(node: Any, key: str = "") -> Iterator[str]:
+    """The dotted key of every string holding `${`, which OmegaConf would resolve."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            if "${" in str(name):
+                yield f"{key}.{name}" if key else str(name)
+            yield from interpolations(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from interpolations(value, f"{key}[{i}]")
+    elif isinstance(node, str) and "${" in node:
+        yield key
 
 
 def check_data_file(record: Record) -> None:
@@ -107,6 +148,9 @@ def rerun_config(cfg: DictConfig, store: Store, seed: int | None = None) -> Dict
             OmegaConf.update(out, f"trainer.{key}", default, force_add=True)
     if seed is not None:
         out.seed = seed
+    checked = out.copy()  # held to the command line's checks; the record's own storage path
+    checked.search.storage = f"sqlite:///{store.folder}/optuna.db"  # may be another machine's
+    validate(checked)
     return out
 
 

@@ -398,6 +398,15 @@ def build_report(study: optuna.Study, reader: Reader, storage: str) -> tuple[str
     return render(study, parts, meta), summary
 
 
+def report_path(store: Path, study_name: str) -> Path:
+    """<store>/reports/<study>.html, never outside it (study names come from a shared storage)."""
+    reports = store / "reports"
+    out = (reports / f"{study_name}.html").resolve()
+    if out.parent != reports.resolve():
+        raise ConfigError(f"study name {study_name!r} would write the report outside {reports}")
+    return out
+
+
 def main(cfg: DictConfig, overrides: Sequence[str]) -> int:
     """Write the report, log it to the study's parent run, register the best model."""
     if not cfg.tracking.enabled:
@@ -408,7 +417,7 @@ def main(cfg: DictConfig, overrides: Sequence[str]) -> int:
     page, summary = build_report(study, reader, cfg.search.storage)
     if cfg.search.get("champion") != "robust":  # `make robust` alone informs, does not elect
         summary["champion"] = None
-    out = Path(cfg.paths.store) / "reports" / f"{study.study_name}.html"
+    out = report_path(Path(cfg.paths.store), study.study_name)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     parent_id = study.user_attrs.get(PARENT_ATTR)

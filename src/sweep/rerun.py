@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sweep.config import Store, mask_url
+from sweep.config import Store, mask_url, printable
 from sweep.errors import EXIT_FAILED, EXIT_OK, ConfigError
 from sweep.replay import Record, check_data_file, load_record, rerun_config, train_again
 
@@ -198,7 +198,7 @@ def main(run_id: str, store: Store, tolerance: float | None = None) -> int:
     reader = Reader(store.uri)
     record = load_record(reader, run_id.strip())
     check_data_file(record)
-    name = record.run.info.run_name or run_id[:8]
+    name = printable(record.run.info.run_name or run_id[:8])
     console.say(
         f"rerunning run {record.run_id} ({name}) from its logged config; "
         f"new run in {mask_url(store.uri)}"
@@ -238,7 +238,9 @@ def _rerun_report(
     status = record.run.info.status
     if status != "FINISHED":
         tags = record.run.data.tags
-        how = "; ".join(t for t in (tags.get("sweep.state"), tags.get("fail_reason")) if t)
+        how = printable(
+            "; ".join(t for t in (tags.get("sweep.state"), tags.get("fail_reason")) if t)
+        )
         lines.append(
             f"note: the original ended {status}"
             + (f" ({how})" if how else "")

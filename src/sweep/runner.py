@@ -116,6 +116,11 @@ SERVER = (
     opt("--workers", type=int, help="server processes (MLflow's default: 4)"),
     opt("--allowed-hosts", help="extra Host headers to accept, e.g. mlflow.lab:5000"),
     opt("--cors-allowed-origins", help="extra browser origins to allow"),
+    opt(
+        "--basic-auth",
+        action="store_true",
+        help="MLflow's login (--app-name basic-auth); needs MLFLOW_AUTH_CONFIG_PATH",
+    ),
 )
 COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("baseline", "one run of the configured model", "cli:baseline", hydra=True,
@@ -181,10 +186,10 @@ def guard(work: Callable[[], int | None]) -> int:
 
 
 def report(exc: SweepError) -> int:
-    """The one line a known failure prints; URL passwords masked."""
-    from sweep.config import mask_text
+    """The one line a known failure prints; URL passwords masked, control characters not shown."""
+    from sweep.config import printable
 
-    print(f"error: {mask_text(first_line(exc))}", file=sys.stderr)
+    print(f"error: {printable(first_line(exc))}", file=sys.stderr)
     return exc.exit_code
 
 

@@ -19,6 +19,7 @@ DB_ENV = "SWEEP_TRACKING_DB"
 DEFAULT_ARTIFACTS = "mlruns/server-artifacts"
 POSTGRES = ("postgresql", "postgresql+psycopg2", "postgres")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+AUTH_ENV = "MLFLOW_AUTH_CONFIG_PATH"
 
 
 def split_password(url: str) -> tuple[str, str | None]:
@@ -60,6 +61,17 @@ def check_options(
             )
 
 
+def check_basic_auth(basic_auth: bool) -> None:
+    """MLflow's basic auth ships a well-known admin password: refuse it without the admin's own
+    config (MLFLOW_AUTH_CONFIG_PATH: admin_password, database_uri, default_permission)."""
+    path = os.environ.get(AUTH_ENV)
+    if basic_auth and not (path and Path(path).is_file()):
+        raise ConfigError(
+            f"--basic-auth needs {AUTH_ENV}=<an ini with [mlflow] admin_username, admin_password, "
+            "database_uri, default_permission=READ>; MLflow's default admin password is public"
+        )
+
+
 def check_database(url: str, password: str | None, shown: str) -> None:
     """Connect once, so a missing database or role is one line now, not a traceback later."""
     import sqlalchemy
@@ -87,9 +99,12 @@ def server_args(
     workers: int | None = None,
     allowed_hosts: str | None = None,
     cors_allowed_origins: str | None = None,
+    basic_auth: bool = False,
 ) -> list[str]:
     """`mlflow server` options: SQL store, proxied artifacts, MLflow's security defaults kept."""
     args = ["--backend-store-uri", store, "--serve-artifacts", "--artifacts-destination", artifacts]
+    if basic_auth:
+        args += ["--app-name", "basic-auth"]
     args += ["--host", host, "--port", str(port)]
     if workers:
         args += ["--workers", str(workers)]
@@ -124,14 +139,17 @@ def ensure_experiment(url: str, name: str) -> str:
     return Tracker(url, name).setup()
 
 
-def announce(host: str, port: int, url: str, experiment: str, experiment_id: str) -> None:
+def announce(
+    host: str, port: int, url: str, experiment: str, experiment_id: str, basic_auth: bool = False
+) -> None:
     """What workers need to know, and what is exposed."""
     print(f"serving on {url} (experiment {experiment!r}, id {experiment_id})")
-    if host not in LOOPBACK:
+    if host not in LOOPBACK and not basic_auth:
         print(
             f"bound to {host}: workers use tracking.uri=http://<this machine>:{port}; "
             "MLflow accepts Host headers of localhost and private IPs only, add DNS names "
-            "with --allowed-hosts; there is no login, so keep the port inside your network"
+            "with --allowed-hosts; there is no login (add --basic-auth), so keep the port inside "
+            "your network"
         )
     print("Ctrl-C stops the server", flush=True)
 
@@ -145,23 +163,27 @@ def main(
     workers: int | None = None,
     allowed_hosts: str | None = None,
     cors_allowed_origins: str | None = None,
+    basic_auth: bool = False,
 ) -> int:
     """Check, start, wait until healthy and the experiment exists, then serve until Ctrl-C."""
     from sweep.tracking import check_port, local_url, serve
 
     backend_store_uri = backend_store_uri or os.environ.get(DB_ENV)
     check_options(backend_store_uri, allowed_hosts, cors_allowed_origins)
+    check_basic_auth(basic_auth)
     check_port(host, port)
     store, password = split_password(backend_store_uri)
     shown = mask_url(backend_store_uri)
     if urlsplit(store).scheme in POSTGRES:
         check_database(store, password, shown)
     artifacts = artifacts_uri(artifacts_destination)
-    args = server_args(store, artifacts, host, port, workers, allowed_hosts, cors_allowed_origins)
+    args = server_args(
+        store, artifacts, host, port, workers, allowed_hosts, cors_allowed_origins, basic_auth
+    )
     url = local_url(host, port)
     print(f"mlflow server: backend {shown}, artifacts {artifacts}", flush=True)
 
     def ready() -> None:
-        announce(host, port, url, experiment, ensure_experiment(url, experiment))
+        announce(host, port, url, experiment, ensure_experiment(url, experiment), basic_auth)
 
     return serve(args, url, env=server_env(password), on_ready=ready)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -36,6 +37,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MLFLOW_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED"}
 PARENT_ATTR = "mlflow_parent_run_id"
 RUN_ATTR = "mlflow_run_id"
+HOST_ATTR = "sqlite_host"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # We drive heartbeats ourselves around ask/tell (see `heartbeat`); these two notes are about that.
@@ -103,6 +105,7 @@ def _on_stale_trial(tracker: Tracker | NullTracker | None):  # noqa: ANN202
 def open_sweep(cfg: DictConfig, overrides: Sequence[str] = ()) -> Sweep:
     """Create the stores, the experiment, the study and its parent run once, or join them."""
     space = parse_space(cfg.search.space, cfg)
+    check_sampler_on_shared_storage(cfg)
     check_storage(cfg.search.storage)
     if cfg.tracking.enabled:
         check_reachable(cfg.tracking.uri)
@@ -132,6 +135,33 @@ def check_storage(url: str) -> None:
         raise ConfigError(f"search.storage={where} is unreachable: {first_line(exc)}") from exc
     finally:
         engine.dispose()
+
+
+def check_sampler_on_shared_storage(cfg: DictConfig) -> None:
+    """CMA-ES keeps its state as pickles in the study's attributes; on a database other roles'
+    holders can write, loading them would run their code (docs/security.md)."""
+    pickles = str(cfg.search.sampler._target_).endswith("CmaEsSampler")
+    if pickles and not cfg.search.storage.startswith("sqlite:"):
+        raise ConfigError(
+            "search.sampler=cmaes unpickles what the shared storage holds (anyone with its role "
+            "could run code on every worker); use search/sampler=tpe, or cmaes on a local sqlite"
+        )
+
+
+def check_one_host(url: str, study: optuna.Study, created: bool) -> None:
+    """A SQLite study stays on the machine that made it: SQLite's locks (and WAL) do not hold
+    over NFS, so workers of several hosts on one file corrupt it."""
+    if not url.startswith("sqlite:"):
+        return
+    host = socket.gethostname()
+    if created:
+        study.set_user_attr(HOST_ATTR, host)
+    elif study.user_attrs.get(HOST_ATTR, host) != host:
+        raise ConfigError(
+            f"study {study.study_name!r} lives in a SQLite file made on "
+            f"{study.user_attrs[HOST_ATTR]!r}; workers on other machines need a shared server "
+            "storage (search=shared, docs/distributed.md), not one SQLite file over NFS"
+        )
 
 
 @contextlib.contextmanager
@@ -188,6 +218,7 @@ def _create_or_load(
         except optuna.exceptions.DuplicatedStudyError:  # another worker won the race
             study = optuna.load_study(**kwargs)
     name_objectives(study, [name for name, _ in objectives(cfg)])
+    check_one_host(cfg.search.storage, study, created)
     if created:
         digest, fixed = fingerprint(cfg)
         study.set_user_attr("fingerprint", digest)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from sweep.config import Store, mask_url
+from sweep.config import Store, mask_url, printable
 
 if TYPE_CHECKING:
     from sweep.tracking import Experiments  # imports mlflow: only inside main
@@ -31,6 +31,8 @@ KIND_TAG = "mlflow.experimentKind"
 METRIC_COLUMNS = ("val_mse", "test_mse", "train_mse", "train_seconds")
 DEFAULT_SWEPT = ("model.depth", "model.width", "model.activation", "optimizer.learning_rate")
 STARTUP_SECONDS = 120
+# Runs sweep logged (every kind carries the tag); an experiment without one is left untouched.
+OURS = "tags.`sweep.kind` LIKE '%'"
 CHART_SECTION = "sweep-charts"
 RUNS_TO_COMPARE = 500  # MLflow's ceiling for a chart's runs (the UI's default is 10)
 
@@ -149,9 +151,11 @@ def addresses(experiments: Experiments, base: str) -> list[str]:
     """One block of lines per experiment: its nested runs view and its best-first view."""
     lines = []
     for exp in experiments.with_runs():
+        if not experiments.run_params(exp.id, OURS, max_results=1):
+            continue  # another project's experiment on a shared server: not ours to tag
         install_views(experiments, exp.id)
         lines += [
-            f"experiment {exp.name!r}:",
+            printable(f"experiment {exp.name!r}:"),
             f"  runs (trials nested under their study)  {runs_url(base, exp.id, VIEW_NESTED)}",
             f"  all runs by val_mse, best first         {runs_url(base, exp.id, VIEW_BEST)}",
         ]

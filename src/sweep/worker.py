@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from sweep import budget, interrupt
+from sweep.config import mask_text
 from sweep.errors import EXIT_INTERRUPTED, Diverged, SweepError, first_line
 from sweep.pareto import median_rule
 from sweep.progress import Lines, Live, Silent, View
@@ -170,7 +171,7 @@ class Outcome:
 def tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
     """The trial's end in Optuna, with its failure reason as a user attribute."""
     if outcome.reason:
-        trial.set_user_attr("fail_reason", outcome.reason)
+        trial.set_user_attr("fail_reason", mask_text(outcome.reason))
     if outcome.state == TrialState.COMPLETE:
         study.tell(trial, outcome.value)
     else:

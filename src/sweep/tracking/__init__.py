@@ -7,7 +7,7 @@ training, the study and the commands never see MLflow's API, and `tracking=none`
 
 from sweep.tracking.experiments import Experiment, Experiments
 from sweep.tracking.history import Reader
-from sweep.tracking.models import load_alias, load_run_model, logged_model_id, register
+from sweep.tracking.models import alias_tags, load_alias, load_run_model, logged_model_id, register
 from sweep.tracking.runs import (
     MlflowClient,
     MlflowException,
@@ -42,6 +42,7 @@ __all__ = [
     "Reader",
     "Run",
     "Tracker",
+    "alias_tags",
     "check_port",
     "check_reachable",
     "default_allowed_hosts",

@@ -1,9 +1,18 @@
-"""Keras models in MLflow: find the one a run logged, register it under an alias, load it back."""
+"""Keras models in MLflow: find the one a run logged, register it under an alias, load it back.
+
+Loading is the trust boundary: a model read from a shared store is loaded only from its `.keras`
+file, by Keras with `safe_mode=True`, never through `mlflow.keras.load_model` (see keras_file).
+"""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
+import yaml
+
+from sweep.errors import ConfigError
 from sweep.tracking.runs import MlflowClient, MlflowException
 
 
@@ -50,16 +59,49 @@ def register(
     return mv
 
 
+def keras_file(folder: Path, model_uri: str) -> Path:
+    """The `.keras` file a downloaded MLflow model holds; anything else is refused in one line.
+
+    A tracking store is shared: whoever can write to it can log a model. An MLmodel with
+    `save_exported_model` makes mlflow.keras call `tf.saved_model.load`, which runs the graph it
+    finds (a SavedModel is a program, and Keras's safe_mode does not apply); so only the `.keras`
+    format is read, and from inside the downloaded folder only.
+    """
+    try:
+        meta = yaml.safe_load((folder / "MLmodel").read_text())
+        flavor = meta["flavors"]["keras"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{model_uri}: not a Keras model logged by MLflow ({exc!r})") from exc
+    if flavor.get("save_exported_model") or "tensorflow" in meta["flavors"]:
+        raise ConfigError(
+            f"{model_uri}: refused, it is an exported SavedModel, which runs code when loaded; "
+            "only .keras models are loaded (with Keras's safe_mode)"
+        )
+    path = (folder / str(flavor.get("data", "data")) / "model.keras").resolve()
+    if not path.is_relative_to(folder.resolve()) or not path.is_file():
+        raise ConfigError(f"{model_uri}: refused, its MLmodel names no .keras file inside it")
+    return path
+
+
 def load_keras(uri: str, model_uri: str) -> Any:
-    """A Keras model logged to MLflow (`models:/...`), loaded back."""
-    import sweep.backend  # noqa: F401 - TensorFlow quietly, before mlflow.keras imports it
+    """A Keras model logged to MLflow (`models:/...`), loaded by Keras alone in safe_mode."""
+    import sweep.backend  # noqa: F401 - TensorFlow quietly, before Keras loads
 
     # isort: split
-    import mlflow
-    import mlflow.keras
+    import keras
+    import mlflow.artifacts
 
-    mlflow.set_tracking_uri(uri)
-    return mlflow.keras.load_model(model_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp, tracking_uri=uri)
+        return keras.saving.load_model(keras_file(Path(local), model_uri), safe_mode=True)
+
+
+def alias_tags(uri: str, name: str, alias: str) -> dict[str, str] | None:
+    """The tags of the version `alias` points at, or None when there is none yet."""
+    try:
+        return dict(MlflowClient(uri).get_model_version_by_alias(name, alias).tags)
+    except MlflowException:
+        return None
 
 
 def load_alias(uri: str, name: str, alias: str) -> tuple[Any, Any]:

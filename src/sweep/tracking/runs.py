@@ -37,7 +37,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # noqa: E402
 
-from sweep.config import mask_text, mask_url, sqlite_path  # noqa: E402
+from sweep.config import mask_data, mask_text, mask_url, sqlite_path  # noqa: E402
 from sweep.errors import ConfigError, first_line  # noqa: E402
 
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
@@ -135,10 +135,10 @@ class Run:
         self.client.log_text(self.run_id, mask_text(text), path)
 
     def log_yaml(self, data: dict, path: str) -> None:
-        self.log_text(yaml.safe_dump(data, sort_keys=False), path)
+        self.log_text(yaml.safe_dump(mask_data(data), sort_keys=False), path)
 
     def log_json(self, data: dict, path: str) -> None:
-        self.log_text(json.dumps(data, indent=2, sort_keys=True, default=str), path)
+        self.log_text(json.dumps(mask_data(data), indent=2, sort_keys=True, default=str), path)
 
     def log_figure(self, fig: Any, path: str) -> None:
         self.client.log_figure(self.run_id, fig, path)
@@ -325,7 +325,7 @@ class Tracker:
             if self.client.get_run(run_id).info.status in TERMINAL:
                 return
             if reason:
-                self.client.set_tag(run_id, "fail_reason", reason)
+                self.client.set_tag(run_id, "fail_reason", mask_text(reason))
             self.client.set_terminated(run_id, status)
         except MlflowException:
             pass

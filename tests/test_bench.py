@@ -125,3 +125,14 @@ def test_digits_part_times_model_fit_and_our_loop_on_a_classification_problem(tm
     assert all(len(v) == 1 and v[0] > 0 for v in r.values())
     assert all(0.05 < r[k][0] <= 1 for k in ("fit_acc", "loop_acc"))  # 10 classes: chance 0.1
     assert [row.what for row in bench.digits_section(r, 1).rows][2] == "speed-up"
+
+
+def test_search_table_gives_median_best_and_first_trial_below_the_goal():
+    runs = {
+        "tpe": [[1e-2, None, 5e-5], [2e-3, 9e-5, 1e-5], [3e-3, 1e-3, 2e-4]],
+        "gp": "not run: GPSampler needs torch (pip install 'sweep[gp]')",
+    }
+    rows = {r.what: r.value for r in bench.search_section(runs, 3, 3).rows}
+    assert rows["tpe"].startswith("5.00e-05 (seeds: 5.0e-05, 1.0e-05, 2.0e-04)")
+    assert rows["tpe"].endswith("first < 1e-04 at trial 3, 2, never")
+    assert rows["gp"].startswith("not run: GPSampler needs torch")

@@ -79,6 +79,7 @@ def validate(cfg: DictConfig) -> None:
     for key in ("search.study_name", "tracking.registered_model"):
         safe_name(key, OmegaConf.select(cfg, key), optional=key.startswith("tracking"))
     check_url("search.storage", cfg.search.storage, STORAGE_SCHEMES)
+    check_search_plan(cfg)
     if cfg.tracking.enabled:
         check_url("tracking.uri", cfg.tracking.uri, TRACKING_SCHEMES)
     from sweep.search import objectives, parse_space  # Hydra's grammar; light, no TensorFlow
@@ -89,6 +90,28 @@ def validate(cfg: DictConfig) -> None:
         warnings.simplefilter("ignore")
         for key in ("search.sampler", "search.pruner"):  # cheap to build, so built to check
             build(OmegaConf.select(cfg, key), key)
+
+
+def check_search_plan(cfg: DictConfig) -> None:
+    """Budgets, warm start and champion keys: refused here rather than after a first trial."""
+    if OmegaConf.select(cfg, "search.timeout") is not None:
+        positive_number(cfg, "search.timeout")
+    if OmegaConf.select(cfg, "search.patience") is not None:
+        positive_int(cfg, "search.patience")
+    from sweep.search import objectives
+
+    objectives(cfg)
+    champion = OmegaConf.select(cfg, "search.champion", default="best")
+    if champion not in ("best", "robust"):
+        raise ConfigError(f"search.champion={champion!r} is not one of: best, robust")
+    if champion == "robust":
+        positive_int(cfg, "search.robust.top")
+        positive_int(cfg, "search.robust.seeds")
+        if not cfg.tracking.enabled:
+            raise ConfigError(
+                "search.champion=robust retrains the top trials from their MLflow records; "
+                "it needs tracking (not tracking=none)"
+            )
 
 
 def _spec(cfg: DictConfig, key: str) -> DictConfig:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -155,8 +156,11 @@ def execute(
 
 def log_result(run: Run, cfg: DictConfig, model: Any, data: Dataset, result: TrainResult) -> None:
     """Final metrics, the model and the plots of one finished training."""
+    result.metrics["n_params"] = float(model.count_params())
+    result.metrics["predict_ms"] = predict_ms(model, data.val.x)
+    result.metrics["train_seconds"] = result.seconds
     run.log_metrics(
-        {**result.metrics, "train_seconds": result.seconds}, step=len(result.history)
+        result.metrics, step=len(result.history)
     )  # buffered: written with the per-epoch losses when the run ends, in one batch
     if data.scaling:  # `predict` maps raw inputs (and outputs) with the training split's scaling
         run.defer(lambda: run.log_json(data.scaling, "scaling.json"), "scaling")
@@ -164,6 +168,18 @@ def log_result(run: Run, cfg: DictConfig, model: Any, data: Dataset, result: Tra
         run.log_model(model, data.val.x[:5], requirements())
     if cfg.tracking.log_plots:
         log_plots(run, cfg, model, data, result)
+
+
+def predict_ms(model: Any, x: np.ndarray, repeats: int = 5) -> float:
+    """Milliseconds to predict the validation set, measured alike in every trial: one warm-up
+    call (graph tracing), then the median of `repeats` timed calls."""
+    model(x, training=False)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(x, training=False)
+        times.append(time.perf_counter() - start)
+    return 1000.0 * float(np.median(times))
 
 
 def log_plots(run: Run, cfg: DictConfig, model: Any, data: Dataset, result: TrainResult) -> None:

@@ -211,6 +211,43 @@ def history_figure(
     return fig
 
 
+def pareto_figure(
+    points: Sequence[tuple[int, float, float]],
+    on_front: set[int],
+    baseline: int | None,
+    names: Sequence[str],
+) -> Figure:
+    """Two objectives of every trial (numbered), the Pareto front joined, the baseline marked."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    rest = [p for p in points if p[0] not in on_front]
+    best = sorted((p for p in points if p[0] in on_front), key=lambda p: p[1])
+    if rest:
+        ax.scatter([p[1] for p in rest], [p[2] for p in rest], s=18, color="0.6", label="trial")
+    ax.plot([p[1] for p in best], [p[2] for p in best], "o-", color="tab:red", label="Pareto front")
+    for number, x, y in best:
+        ax.annotate(f"#{number}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    base = next((p for p in points if p[0] == baseline), None)
+    if base is not None:
+        ax.scatter(
+            [base[1]],
+            [base[2]],
+            s=120,
+            marker="*",
+            color="tab:blue",
+            zorder=3,
+            label=f"baseline (trial {base[0]})",
+        )
+    if all(p[1] > 0 for p in points):
+        ax.set_xscale("log")
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    ax.set_title("Pareto front")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 def importance_figure(importances: dict[str, float]) -> Figure:
     """Horizontal bars of each swept parameter's importance (fANOVA), largest on top."""
     fig, ax = plt.subplots(figsize=(7, 0.6 * max(len(importances), 2) + 1.2))

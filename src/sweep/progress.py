@@ -61,8 +61,8 @@ class Lines:
             sweep.cfg.search.n_trials,
             trial.number,
             outcome.state.name,
-            outcome.value,
-            (best.number, best.value) if best else None,
+            outcome.value[0] if isinstance(outcome.value, list) else outcome.value,
+            (best.number, best.values[0]) if best else None,  # the first of several objectives
             trial.params,
             seconds,
             run_id,
@@ -170,7 +170,7 @@ def render(snap: Snapshot, epochs: int, status: str = "") -> list[str]:
     ]
     if snap.best is not None:
         lines.append(
-            f"best  trial {snap.best.number}  {snap.metric}={snap.best.value:.3e}  "
+            f"best  trial {snap.best.number}  {snap.metric}={snap.best.values[0]:.3e}  "
             f"{console.fmt_params(snap.best.params)}"
         )
     else:

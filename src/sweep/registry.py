@@ -26,15 +26,17 @@ DEFAULT_X = tuple(float(x) for x in range(-6, 7))
 def register_champion(cfg: Any, summary: dict[str, Any]) -> Any:
     """Called after a sweep's summary: register its best trial, or say why not. Never raises."""
     name = cfg.tracking.get("registered_model") if cfg.tracking.enabled else None
-    run_id = summary.get("best_run_id")
+    robust = summary.get("champion") or {}  # search.champion=robust: the best mean over seeds
+    run_id = robust.get("run_id") or summary.get("best_run_id")
     if not name or not run_id:
         return None
     tags = {
         "study": summary["study"],
-        "trial": summary["best_trial"],
+        "trial": robust.get("trial", summary["best_trial"]),
         "objective": summary["objective"],
-        summary["objective"]: summary["best_value"],
+        summary["objective"]: robust.get("val_mse_mean", summary["best_value"]),
         "run_id": run_id,
+        "chosen_by": f"mean over {robust['n_seeds']} seeds" if robust else "best trial",
     }
     current = alias_tags(cfg.tracking.uri, name, ALIAS)
     if keeps_champion(current, summary, dict(objectives(cfg))[summary["objective"]]):
@@ -51,6 +53,26 @@ def register_champion(cfg: Any, summary: dict[str, Any]) -> Any:
         return None
     console.say(f"registered models:/{name}@{ALIAS} = version {mv.version} (trial {tags['trial']})")
     return mv
+
+
+def register_front(cfg: Any, summary: dict[str, Any]) -> list[str]:
+    """Each member of a multi-objective study's Pareto front, as alias `pareto-<trial>`."""
+    name = cfg.tracking.get("registered_model") if cfg.tracking.enabled else None
+    aliases = []
+    for member in summary.get("pareto_front") or [] if name else []:
+        if not member["run_id"]:
+            continue
+        alias = f"pareto-{member['trial']}"
+        values = {k: v for k, v in member.items() if k not in ("params", "run_id")}
+        try:
+            register(cfg.tracking.uri, name, alias, member["run_id"], values, DESCRIPTION)
+        except MlflowException as exc:
+            console.say(f"warning: trial {member['trial']} not registered: {first_line(exc)}")
+            continue
+        aliases.append(alias)
+    if aliases:
+        console.say(f"registered the Pareto front as models:/{name}@{{{','.join(aliases)}}}")
+    return aliases
 
 
 def keeps_champion(current: dict[str, str] | None, summary: dict[str, Any], direction: str) -> bool:

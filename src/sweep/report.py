@@ -14,6 +14,7 @@ import base64
 import datetime as dt
 import html
 import io
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sweep import console, plots
 from sweep.config import mask_url
 from sweep.errors import EXIT_OK, ConfigError, first_line
+from sweep.pareto import front
 from sweep.registry import predict, register_champion
 from sweep.search import objectives
 from sweep.study import PARENT_ATTR, RUN_ATTR, load_existing
@@ -39,6 +41,7 @@ SECTIONS = (
     ("importances", "Parameter importances"),
     ("parallel", "Parallel coordinates"),
     ("predictions", "Predictions on sin(x)"),
+    ("pareto", "Pareto front"),
     ("trials", "All trials"),
 )
 CONFIG_KEYS = ("optimizer._target_", "trainer.epochs", "trainer.batch_size", "seed")
@@ -75,8 +78,8 @@ class TrialRow:
         return int(self.params["n_params"]) if "n_params" in self.params else None
 
     def metric(self, key: str) -> float | None:
-        if key == "val_mse" and self.trial.value is not None:
-            return self.trial.value
+        if key == "val_mse" and self.trial.values is not None and len(self.trial.values) == 1:
+            return self.trial.values[0]
         return self.metrics.get(key)
 
 
@@ -98,7 +101,7 @@ def trial_rows(study: optuna.Study, reader: Reader) -> list[TrialRow]:
 def pick(rows: Sequence[TrialRow]) -> tuple[TrialRow | None, TrialRow | None]:
     """The best complete trial and the baseline (trial 0, or the one tagged baseline)."""
     complete = [r for r in rows if r.trial.state == TrialState.COMPLETE]
-    best = min(complete, key=lambda r: r.trial.value) if complete else None
+    best = min(complete, key=lambda r: r.trial.values[0]) if complete else None
     base = next((r for r in rows if r.baseline), None)
     if base is None:
         base = next((r for r in rows if r.number == 0), None)
@@ -117,8 +120,8 @@ def png_data_uri(fig: Any) -> str:
 
 
 def last_value(t: FrozenTrial) -> float | None:
-    if t.value is not None:
-        return t.value
+    if t.values is not None:
+        return t.values[0]
     return list(t.intermediate_values.values())[-1] if t.intermediate_values else None
 
 
@@ -149,8 +152,8 @@ def parallel_image(
     complete = [r for r in rows if r.trial.state == TrialState.COMPLETE and r.trial.params]
     if len(complete) < 2:
         return None
-    names = sorted({k for r in complete for k in r.trial.params})
-    complete = [r for r in complete if all(k in r.trial.params for k in names)]
+    # A conditional space's branch params are absent from some trials: draw the shared ones.
+    names = sorted(set.intersection(*(set(r.trial.params) for r in complete)))
     columns = {k: [r.trial.params[k] for r in complete] for k in names}
     dists = complete[0].trial.distributions
     logs = [k for k in names if getattr(dists.get(k), "log", False)]
@@ -161,7 +164,7 @@ def parallel_image(
     if best is not None and best.number in index:
         highlight[f"best (trial {best.number})"] = index[best.number]
     fig = plots.parallel_coordinates_figure(
-        columns, [r.trial.value for r in complete], logs, highlight
+        columns, [r.trial.values[0] for r in complete], logs, highlight
     )
     return png_data_uri(fig)
 
@@ -240,6 +243,67 @@ def comparison_table(best: TrialRow | None, base: TrialRow | None) -> str:
     return table(header, body)
 
 
+def robust_results(study: optuna.Study, reader: Reader) -> dict[str, Any] | None:
+    """What `robust` (or search.champion=robust) logged to the parent run, if it ran."""
+    parent = reader.find(study.user_attrs.get(PARENT_ATTR))
+    if parent is None or "robust" not in reader.artifact_names(parent):
+        return None
+    try:
+        return json.loads(reader.artifact_text(parent, "robust/seed_robustness.json"))
+    except ConfigError:
+        return None
+
+
+def robust_champion(data: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The configuration with the best mean over new seeds, as the registry takes it."""
+    if not data:
+        return None
+    best = min(data["configurations"], key=lambda c: c["rank_by_mean"])
+    keys = ("trial", "run_id", "val_mse_mean", "val_mse_std", "n_seeds")
+    return {"by": "robust", **{k: best[k] for k in keys}}
+
+
+def robust_table(data: dict[str, Any] | None) -> str:
+    """The top trials' validation MSE over new seeds (mean +/- std), when `robust` has run."""
+    if not data:
+        return ""
+    body = [
+        [
+            c["trial"],
+            c["val_mse_original"],
+            f"{fmt(c['val_mse_mean'])} \u00b1 {fmt(c['val_mse_std'])}",
+            c["n_seeds"],
+            c["rank_original"],
+            c["rank_by_mean"],
+        ]
+        for c in sorted(data["configurations"], key=lambda c: c["rank_by_mean"])
+    ]
+    header = ["trial", "val_mse (study)", "val_mse over new seeds", "seeds", "rank", "rank by mean"]
+    classes = ["best"] + [""] * (len(body) - 1)
+    return "<h3>Over new seeds (the champion is the best mean)</h3>" + table(header, body, classes)
+
+
+def pareto_part(study: optuna.Study, rows: Sequence[TrialRow]) -> str:
+    """A study of several objectives: the front's plot (baseline marked) and its table."""
+    if len(study.directions) < 2:
+        return ""
+    names = study.metric_names or [f"objective {i}" for i in range(2)]
+    members = front(study)
+    complete = [r.trial for r in rows if r.trial.state == TrialState.COMPLETE]
+    base = next((t.number for t in complete if t.user_attrs.get("baseline")), None)
+    fig = plots.pareto_figure(
+        [(t.number, t.values[0], t.values[1]) for t in complete],
+        {t.number for t in members},
+        base,
+        names[:2],
+    )
+    keys = sorted({k for t in members for k in t.params})
+    body = [[t.number, *t.values, *[t.params.get(k) for k in keys]] for t in members]
+    return image_or_note(png_data_uri(fig), "Pareto front", "") + table(
+        ["trial", *names, *keys], body
+    )
+
+
 def verdict(best: TrialRow | None, base: TrialRow | None) -> str:
     b, v = (best.metric("val_mse") if best else None), (base.metric("val_mse") if base else None)
     if best is None or base is None or b is None or v is None:
@@ -287,6 +351,8 @@ def render(study: optuna.Study, parts: dict[str, str], meta: str) -> str:
     title = f"Sweep report: study {study.study_name}"
     body = [f"<h1>{html.escape(title)}</h1>", f'<p class="meta">{meta}</p>']
     for key, heading in SECTIONS:
+        if not parts.get(key):  # e.g. no Pareto front in a study of one objective
+            continue
         body.append(f'<section id="{key}"><h2>{html.escape(heading)}</h2>\n{parts[key]}</section>')
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -300,6 +366,7 @@ def build_report(study: optuna.Study, reader: Reader, storage: str) -> tuple[str
     """The report's HTML, and the summary the champion is registered from."""
     rows = trial_rows(study, reader)
     best, base = pick(rows)
+    robust = robust_results(study, reader)
     states = {s.name: sum(r.trial.state == s for r in rows) for s in TrialState}
     meta = (
         f"{len(rows)} trials ({', '.join(f'{n} {k}' for k, n in states.items() if n)}) "
@@ -307,7 +374,7 @@ def build_report(study: optuna.Study, reader: Reader, storage: str) -> tuple[str
         f"written {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}"
     )
     parts = {
-        "best": comparison_table(best, base) + verdict(best, base),
+        "best": comparison_table(best, base) + verdict(best, base) + robust_table(robust),
         "history": image_or_note(history_image(rows), "optimisation history", "no finished trial"),
         "importances": image_or_note(
             importance_image(study), "parameter importances", "needs 3 or more complete trials"
@@ -318,13 +385,15 @@ def build_report(study: optuna.Study, reader: Reader, storage: str) -> tuple[str
         "predictions": image_or_note(
             prediction_image(reader.uri, best, base), "predictions", "no logged model to load"
         ),
+        "pareto": pareto_part(study, rows),
         "trials": trials_table(rows, best),
     }
     summary = {
         "study": study.study_name,
         "best_trial": best.number if best else None,
-        "best_value": best.trial.value if best else None,
+        "best_value": best.trial.values[0] if best else None,
         "best_run_id": best.run_id if best else None,
+        "champion": robust_champion(robust),
     }
     return render(study, parts, meta), summary
 
@@ -346,6 +415,8 @@ def main(cfg: DictConfig, overrides: Sequence[str]) -> int:
     check_reachable(cfg.tracking.uri)
     reader = Reader(cfg.tracking.uri)
     page, summary = build_report(study, reader, cfg.search.storage)
+    if cfg.search.get("champion") != "robust":  # `make robust` alone informs, does not elect
+        summary["champion"] = None
     out = report_path(Path(cfg.paths.store), study.study_name)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")

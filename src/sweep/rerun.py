@@ -90,7 +90,7 @@ class Row:
 
 def is_timing(name: str) -> bool:
     """Wall-clock metrics are never equal twice; shown, not judged."""
-    return name.endswith(("_seconds", "_time", "_secs"))
+    return name.endswith(("_seconds", "_time", "_secs", "_ms"))  # predict_ms too
 
 
 def close_enough(a: float, b: float, tolerance: float) -> bool:

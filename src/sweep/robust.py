@@ -86,36 +86,54 @@ def _cell(value: Any) -> str:
 
 def main(study: str, store: Store, top: int = 5, seeds: int = 5, storage: str | None = None) -> int:
     """Rerun the study's best trials with seed offsets 1..seeds; log the table to its parent."""
-    from sweep import console
-    from sweep.study import load_existing, ranked_trials
-    from sweep.tracking import Reader, check_reachable
+    from sweep.study import load_existing
 
     if top < 1 or seeds < 1:
         raise ConfigError(f"--top and --seeds must be positive, got {top} and {seeds}")
     found = load_existing(storage or f"sqlite:///{store.folder}/optuna.db", study)
+    evaluate(found, store, top, seeds)
+    return EXIT_OK
+
+
+def evaluate(found: Any, store: Store, top: int, seeds: int) -> dict[str, Any]:
+    """The top trials retrained with new seeds, logged to the parent; returns the best by mean.
+
+    `make robust` and a sweep's `search.champion=robust` both come here.
+    """
+    from sweep import console
+    from sweep.study import ranked_trials
+    from sweep.tracking import Reader, check_reachable
+
     check_reachable(store.uri)
     reader = Reader(store.uri)
     parent_id = _parent_of(found, reader)
     trials = ranked_trials(found, top)
     records = [load_record(reader, _run_of(t)) for t in trials]
     console.say(
-        f"study {study!r}: rerunning its {len(trials)} best trial(s) with {seeds} new seed(s) "
-        f"each, as child runs of {parent_id}"
+        f"study {found.study_name!r}: rerunning its {len(trials)} best trial(s) with {seeds} new "
+        f"seed(s) each, as child runs of {parent_id}"
     )
     results = [
-        _seed_runs(t, rec, store, parent_id, study, seeds)
+        _seed_runs(t, rec, store, parent_id, found.study_name, seeds)
         for t, rec in zip(trials, records, strict=True)
     ]
     rows = robustness_rows(results)
     holds = ranking_holds(rows)
     _log_robustness(reader, parent_id, rows, results, holds, seeds)
     console.say(markdown_table(rows))
+    best = min(rows, key=lambda r: r["rank_by_mean"])
     console.say(
         f"ranking by mean val MSE over {seeds} seeds {'HOLDS' if holds else 'CHANGES'}; "
-        f"best by mean: trial {min(rows, key=lambda r: r['rank_by_mean'])['trial']}; "
+        f"best by mean: trial {best['trial']}; "
         f"table and plot logged to parent run {parent_id} under robust/"
     )
-    return EXIT_OK
+    return {
+        "trial": best["trial"],
+        "run_id": best["run_id"],
+        "val_mse_mean": best["val_mse_mean"],
+        "val_mse_std": best["val_mse_std"],
+        "n_seeds": seeds,
+    }
 
 
 def _parent_of(study: Any, reader: Any) -> str:

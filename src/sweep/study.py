@@ -18,18 +18,13 @@ from typing import Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
-from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from sweep import budget, warmstart
 from sweep.config import flatten, mask_url, sqlite_path
 from sweep.errors import ConfigError, first_line
 from sweep.objects import build
-from sweep.search import (
-    baseline_params,
-    fingerprint,
-    objectives,
-    parse_space,
-)
+from sweep.search import Space, baseline_params, fingerprint, objectives, parse_space
 from sweep.tracking import (
     NullTracker,
     Tracker,
@@ -62,7 +57,7 @@ class Sweep:
 
     cfg: DictConfig
     study: optuna.Study
-    space: dict[str, BaseDistribution]
+    space: Space
     tracker: Tracker | NullTracker
     parent_run_id: str | None
     overrides: Sequence[str] = ()
@@ -119,7 +114,7 @@ def open_sweep(cfg: DictConfig, overrides: Sequence[str] = ()) -> Sweep:
         storage = make_storage(cfg, tracker)
         study, created = _create_or_load(cfg, storage, space)
         tracker.setup()
-        parent = _parent_run(cfg, study, tracker, created)
+        parent = _parent_run(cfg, study, tracker, created, space)
     sweep = Sweep(cfg, study, space, tracker, parent, tuple(overrides))
     close_orphan_runs(sweep)
     return sweep
@@ -201,7 +196,7 @@ def close_orphan_runs(sweep: Sweep) -> None:
 
 
 def _create_or_load(
-    cfg: DictConfig, storage: optuna.storages.RDBStorage, space: dict
+    cfg: DictConfig, storage: optuna.storages.RDBStorage, space: Space
 ) -> tuple[optuna.Study, bool]:
     """Load the study by name, or create it (the worker that wins the race does)."""
     name = cfg.search.study_name
@@ -215,6 +210,7 @@ def _create_or_load(
     try:
         study = optuna.load_study(**kwargs)
     except KeyError:
+        source = warmstart.source_study(cfg, storage)  # checked before anything is written
         try:
             directions = [direction for _, direction in objectives(cfg)]
             study = optuna.create_study(directions=directions, **kwargs)
@@ -227,6 +223,9 @@ def _create_or_load(
         digest, fixed = fingerprint(cfg)
         study.set_user_attr("fingerprint", digest)
         study.set_user_attr("fixed_config", fixed)
+        budget.stamp(study, cfg)
+        if source is not None:
+            warmstart.copy_trials(source, study, space)
         if cfg.search.enqueue_baseline and space:
             study.enqueue_trial(baseline_params(cfg, space), user_attrs={"baseline": True})
     else:
@@ -276,7 +275,11 @@ def check_fingerprint(cfg: DictConfig, study: optuna.Study) -> None:
 
 
 def _parent_run(
-    cfg: DictConfig, study: optuna.Study, tracker: Tracker | NullTracker, created: bool
+    cfg: DictConfig,
+    study: optuna.Study,
+    tracker: Tracker | NullTracker,
+    created: bool,
+    space: Space,
 ) -> str | None:
     """The study's one parent run: made by the creator, found by every other worker."""
     if not tracker.enabled:
@@ -289,7 +292,11 @@ def _parent_run(
             "sweep.storage": mask_url(cfg.search.storage),
         }
         parent = tracker.create_run(f"sweep-{study.study_name}", tags=tags)
-        parent.log_params(flatten(cfg))
+        # The UI's columns: every key a trial may sample, though a branch's are absent in some.
+        names = ",".join(name for name, _ in objectives(cfg))
+        parent.log_params(
+            {**flatten(cfg), "sweep.params": ",".join(space.flat()), "sweep.objectives": names}
+        )
         parent.log_yaml(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
         study.set_user_attr(PARENT_ATTR, parent.run_id)
         return parent.run_id
@@ -315,17 +322,21 @@ def announce(sweep: Sweep) -> str:
     """Where the study stands as a worker starts on it."""
     done, running = counts(sweep.study)
     verb = "resuming" if done or running else "starting"
-    return (
+    lines = [
         f"{verb} study {sweep.study.study_name!r} in {mask_url(sweep.cfg.search.storage)}: "
         f"{done}/{sweep.cfg.search.n_trials} finished"
         + (f", parent run {sweep.parent_run_id}" if sweep.parent_run_id else "")
-    )
+    ]
+    warm = sweep.study.user_attrs.get(warmstart.WARM_ATTR)
+    if warm and not done:
+        lines.append(warmstart.describe(warm))
+    return "\n".join(lines)
 
 
 def counts(study: optuna.Study) -> tuple[int, list[int]]:
-    """Finished trials, and the numbers of the running ones."""
+    """Finished trials (not counting warm-start copies), and the numbers of the running ones."""
     trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-    done = sum(t.state in FINISHED for t in trials)
+    done = sum(t.state in FINISHED and budget.COPIED_ATTR not in t.user_attrs for t in trials)
     return done, sorted(t.number for t in trials if t.state == TrialState.RUNNING)
 
 
@@ -345,7 +356,7 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
 
 
 def ranked_trials(study: optuna.Study, top: int, required: bool = True) -> list[FrozenTrial]:
-    """The `top` complete trials, best first (ties by trial number)."""
+    """The `top` complete trials, best on the first objective first (ties by trial number)."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete and required:
         raise ConfigError(f"study {study.study_name!r} has no completed trial yet")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from sweep import console, plots
-from sweep.registry import register_champion
+from sweep.budget import STOPPED_ATTR
+from sweep.pareto import front, front_rows
+from sweep.registry import register_champion, register_front
 from sweep.search import objectives
 from sweep.study import FINISHED, RUN_ATTR, Sweep, best_trial, counts
 
@@ -29,13 +32,20 @@ def summarize(sweep: Sweep) -> dict[str, Any]:
         "best_value": best.values[0] if best else None,
         "best_params": best.params if best else None,
         "best_run_id": best.user_attrs.get(RUN_ATTR) if best else None,
+        "stopped_by": study.user_attrs.get(STOPPED_ATTR),
     }
+    names = [name for name, _ in objectives(sweep.cfg)]
+    if len(names) > 1:
+        summary["objectives"] = dict(objectives(sweep.cfg))
+        summary["pareto_front"] = front_rows(study, names, RUN_ATTR)
     if sweep.parent_run_id is None:
         return summary
     parent = sweep.tracker.open_run(sweep.parent_run_id)
     parent.log_json(summary, "summary.json")
     tags = {"best_trial": summary["best_trial"], "best_run_id": summary["best_run_id"] or ""}
     tags.update({f"best.{k}": v for k, v in (summary["best_params"] or {}).items()})
+    if summary["stopped_by"]:
+        tags["sweep.stopped_by"] = summary["stopped_by"]
     parent.set_tags(tags)
     if best:
         parent.log_metrics(
@@ -47,23 +57,42 @@ def summarize(sweep: Sweep) -> dict[str, Any]:
         )
         parent.flush()
     _summary_plots(parent, study)
-    register_champion(sweep.cfg, summary)
+    if len(names) > 1:
+        _pareto_plot(parent, study, names)
     done, running = counts(study)
-    if done >= sweep.cfg.search.n_trials and not running:
+    finished = (done >= sweep.cfg.search.n_trials or summary["stopped_by"]) and not running
+    if finished and best and sweep.cfg.search.get("champion") == "robust":
+        summary["champion"] = robust_champion(sweep)
+        parent.log_json(summary, "summary.json")
+    register_champion(sweep.cfg, summary)
+    register_front(sweep.cfg, summary)
+    if finished:
         parent.end("FINISHED")
     return summary
+
+
+def robust_champion(sweep: Sweep) -> dict[str, Any]:
+    """The top search.robust.top trials retrained with new seeds; the best mean is champion."""
+    from pathlib import Path
+
+    from sweep.config import Store
+    from sweep.robust import evaluate
+
+    store = Store(sweep.cfg.tracking.uri, Path(sweep.cfg.paths.store))
+    robust = sweep.cfg.search.robust
+    return {"by": "robust", **evaluate(sweep.study, store, robust.top, robust.seeds)}
 
 
 def _summary_plots(parent: Any, study: optuna.Study) -> None:
     finished = [
         t
         for t in study.get_trials(deepcopy=False, states=FINISHED)
-        if t.value is not None or t.intermediate_values
+        if t.values is not None or t.intermediate_values
     ]
     if not finished:
         return
     values = [
-        t.value if t.value is not None else list(t.intermediate_values.values())[-1]
+        t.values[0] if t.values is not None else list(t.intermediate_values.values())[-1]
         for t in finished
     ]
     fig = plots.history_figure(
@@ -73,13 +102,31 @@ def _summary_plots(parent: Any, study: optuna.Study) -> None:
     plots.close(fig)
     if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) >= 3:
         try:
-            importances = optuna.importance.get_param_importances(study)
+            with warnings.catch_warnings():  # "low target values": the first objective's own
+                warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
+                importances = optuna.importance.get_param_importances(
+                    study, target=lambda t: t.values[0]
+                )
         except (RuntimeError, ValueError):
             return
         parent.log_json(importances, "param_importances.json")
         fig = plots.importance_figure(importances)
         parent.log_figure(fig, "plots/param_importances.png")
         plots.close(fig)
+
+
+def _pareto_plot(parent: Any, study: optuna.Study, names: list[str]) -> None:
+    """The first two objectives of every complete trial, the front joined, the baseline marked."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return
+    on_front = {t.number for t in front(study)}
+    base = next((t.number for t in complete if t.user_attrs.get("baseline")), None)
+    fig = plots.pareto_figure(
+        [(t.number, t.values[0], t.values[1]) for t in complete], on_front, base, names[:2]
+    )
+    parent.log_figure(fig, "plots/pareto_front.png")
+    plots.close(fig)
 
 
 def stopped(sweep: Sweep, why: str, close_parent: bool) -> str:
@@ -97,6 +144,15 @@ def stopped(sweep: Sweep, why: str, close_parent: bool) -> str:
 def summary_text(summary: dict[str, Any]) -> str:
     """The closing lines of a sweep: where it stands and the best trial."""
     lines = [f"study {summary['study']}: {json.dumps(summary['states'])}"]
+    if summary.get("stopped_by"):
+        lines.append(f"stopped early by its budget: {summary['stopped_by']}")
+    champion = summary.get("champion")
+    if champion:
+        lines.append(
+            f"champion (best mean over {champion['n_seeds']} new seeds): trial "
+            f"{champion['trial']}  val_mse={champion['val_mse_mean']:.3e} "
+            f"+/- {champion['val_mse_std']:.1e}"
+        )
     if summary["best_trial"] is not None:
         lines.append(
             f"best: trial {summary['best_trial']}  "

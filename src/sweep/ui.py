@@ -15,6 +15,7 @@ picked by hand. Both are fixed here with MLflow's own mechanisms, not a patched 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -49,16 +50,32 @@ def column(group: str, key: str) -> str:
     return f"{group}.`{key}`"
 
 
+SWEPT_PARAM = "sweep.params"  # logged on a parent run by study.py
+OBJECTIVES_PARAM = "sweep.objectives"  # likewise: the study's metrics, comma-separated
+
+
 def swept_params(experiments: Experiments, experiment_id: str) -> list[str]:
-    """The params a study sweeps, read from its parent run's `search.space.*` params."""
+    """The params a study sweeps: every key any trial may sample (a conditional space's branch
+    keys included), logged on its parent run; older parents give their `search.space.*`."""
     parents = experiments.run_params(experiment_id, "tags.`sweep.kind` = 'sweep'")
+    listed = {k for params in parents for k in params.get(SWEPT_PARAM, "").split(",") if k}
+    if listed:
+        return sorted(listed)
     prefix = "search.space."
     keys = {k[len(prefix) :] for params in parents for k in params if k.startswith(prefix)}
     return sorted(keys) if keys else list(DEFAULT_SWEPT)
 
 
-def charts(swept: list[str]) -> tuple[list[dict], list[dict]]:
-    """Chart view: parallel coordinates of the swept params to val_mse, and lr against val_mse."""
+def objective_names(experiments: Experiments, experiment_id: str) -> list[str]:
+    """A multi-objective study's metrics, first objective first (its parent's sweep.objectives)."""
+    parents = experiments.run_params(experiment_id, "tags.`sweep.kind` = 'sweep'")
+    listed = [params.get(OBJECTIVES_PARAM, "").split(",") for params in parents]
+    return next((names for names in listed if len(names) > 1), [])
+
+
+def charts(swept: list[str], objectives: Sequence[str] = ()) -> tuple[list[dict], list[dict]]:
+    """Chart view: parallel coordinates of the swept params to val_mse, lr against val_mse, and
+    with several objectives the first against the second (the Pareto front's scatter)."""
     section = {
         "uuid": CHART_SECTION,
         "name": "Sweep",
@@ -86,15 +103,28 @@ def charts(swept: list[str]) -> tuple[list[dict], list[dict]]:
         "yaxis": {"key": "val_mse", "type": "METRIC"},
     }
     cards = [parallel, scatter] if "optimizer.learning_rate" in swept else [parallel]
+    if len(objectives) > 1:  # the baseline run is the one tagged sweep.baseline
+        cards.append(
+            {
+                **base,
+                "uuid": "sweep-pareto",
+                "type": "SCATTER",
+                "runsCountToCompare": 100,
+                "xaxis": {"key": objectives[1], "type": "METRIC"},
+                "yaxis": {"key": objectives[0], "type": "METRIC"},
+            }
+        )
     return cards, [section]
 
 
-def view_states(swept: list[str]) -> dict[str, dict[str, Any]]:
+def view_states(swept: list[str], objectives: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
     """The two shared views, in the JSON shape the UI's share button stores."""
     columns = [column("params", k) for k in swept]
     columns += [column("metrics", m) for m in METRIC_COLUMNS]
     columns += [column("params", "n_params"), column("tags", "sweep.state")]
-    cards, sections = charts(swept)
+    columns += [column("metrics", m) for m in objectives if m not in METRIC_COLUMNS]
+    columns += [column("tags", "sweep.baseline")] if objectives else []
+    cards, sections = charts(swept, objectives)
     nested = {
         "selectedColumns": columns,
         "columnOrder": columns,
@@ -111,7 +141,9 @@ def install_views(experiments: Experiments, experiment_id: str) -> None:
     """Tag the experiment so the UI opens it as model training, with the two views available."""
     if not experiments.tags(experiment_id).get(KIND_TAG):
         experiments.set_tag(experiment_id, KIND_TAG, "custom_model_development")
-    for key, state in view_states(swept_params(experiments, experiment_id)).items():
+    swept = swept_params(experiments, experiment_id)
+    states = view_states(swept, objective_names(experiments, experiment_id))
+    for key, state in states.items():
         experiments.set_tag(experiment_id, SHARE_TAG + key, json.dumps(state))
 
 

@@ -23,11 +23,12 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from sweep import interrupt
+from sweep import budget, interrupt
 from sweep.config import mask_text
 from sweep.errors import EXIT_INTERRUPTED, Diverged, SweepError, first_line
+from sweep.pareto import median_rule
 from sweep.progress import Lines, Live, Silent, View
-from sweep.search import apply_params, objectives
+from sweep.search import apply_params, objectives, sample
 from sweep.study import MLFLOW_STATUS, RUN_ATTR, Sweep, counts, failed_trials
 from sweep.tracking import tracked_run, warm_up, write_in_background
 
@@ -36,18 +37,22 @@ if TYPE_CHECKING:
 
 
 def next_trial(sweep: Sweep, poll: float = 1.0, view: View | None = None) -> optuna.Trial | None:
-    """Ask for a trial while the target is not met; None once it is. Waits while others finish."""
+    """Ask for a trial while the target is not met and no budget is spent; None once either is.
+
+    Waits while other workers' trials finish (they may still meet the target).
+    """
     target = sweep.cfg.search.n_trials
     waiting_said = False
     while True:
         interrupt.check()
         optuna.storages.fail_stale_trials(sweep.study)
         done, running = counts(sweep.study)
-        if done >= target:
+        if done >= target or budget.spent(sweep.study):
             return None
         check_failures(sweep)
         if done + len(running) < target:
-            trial = sweep.study.ask(sweep.space)
+            trial = sweep.study.ask()
+            sample(trial, sweep.space)
             # At once: a worker killed before its first beat would leave a trial never stale.
             beat(sweep.study, trial)
             done, running = counts(sweep.study)
@@ -106,7 +111,8 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, view: View | None = None) -> Tr
     start = time.perf_counter()
     cfg = apply_params(sweep.cfg, trial.params)
     view = view or Lines()
-    hooks = [interrupt.check, pruning_hook(trial), *view.hooks(trial.number, cfg.trainer.epochs)]
+    prune = pruning_hook(trial) if len(sweep.study.directions) == 1 else median_rule(sweep, trial)
+    hooks = [interrupt.check, prune, *view.hooks(trial.number, cfg.trainer.epochs)]
     try:
         with (
             tracked_run(*_run_spec(sweep, trial), failed_tags={"sweep.state": "FAIL"}) as run,
@@ -115,7 +121,7 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, view: View | None = None) -> Tr
             if run.run_id:
                 trial.set_user_attr(RUN_ATTR, run.run_id)
             result = execute(cfg, run, sweep.overrides, hooks)
-            outcome = Outcome.of(result, objectives(cfg)[0][0])
+            outcome = Outcome.of(result, [name for name, _ in objectives(cfg)])
             run.close_as(MLFLOW_STATUS[outcome.state], {"sweep.state": outcome.state.name})
     except Diverged as exc:
         outcome = Outcome(TrialState.FAIL, reason=str(exc))
@@ -149,16 +155,17 @@ class Outcome:
     """How a trial ended, as Optuna is told: state, objective value, and why if not complete."""
 
     state: TrialState
-    value: float | None = None
+    value: float | list[float] | None = None  # a list for a study of several objectives
     reason: str | None = None  # why it failed (stored on trial and run)
     note: str | None = None  # why training stopped early (pruned), shown on its line
 
     @classmethod
-    def of(cls, result: TrainResult, objective: str) -> Outcome:
-        """The trial's state, and its value: the objective's final metric (e.g. val_mse)."""
+    def of(cls, result: TrainResult, names: Sequence[str]) -> Outcome:
+        """The trial's state, and its value(s): each objective's final metric (e.g. val_mse)."""
         if result.stopped:  # pruned: its run still gets the model, plots and final metrics
             return cls(TrialState.PRUNED, note=result.stopped)
-        return cls(TrialState.COMPLETE, value=result.metrics[objective])
+        values = [result.metrics[name] for name in names]
+        return cls(TrialState.COMPLETE, value=values[0] if len(values) == 1 else values)
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:

@@ -38,8 +38,9 @@ def compose(*overrides: str) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    from sweep import CONF_DIR
     from sweep.config import prepare
-    from sweep.runner import CONF_DIR, hydra_message
+    from sweep.runner import hydra_message
 
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

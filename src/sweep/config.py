@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.errors import ConfigError, first_line
+from sweep.keys import leaves
 from sweep.objects import build, check_targets
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "elu", "gelu", "selu", "swish", "softplus", "linear")
@@ -328,15 +329,7 @@ def existing_store(store: str | Path | None = None, tracking_uri: str | None = N
 
 def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, str]:
     """Dotted key -> string value, the shape MLflow params want; URLs come out masked."""
-    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-    flat: dict[str, str] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = mask_text(value)
-    return flat
+    return {key: mask_text(value) for key, value in leaves(cfg, prefix).items()}
 
 
 # Records logged before objects were named by `_target_` (optimizer.name/lr, search.*.name):

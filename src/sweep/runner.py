@@ -16,10 +16,9 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from sweep import interrupt
+from sweep import CONF_DIR, interrupt
 from sweep.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -29,8 +28,6 @@ from sweep.errors import (
     SweepError,
     first_line,
 )
-
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 @dataclass(frozen=True)

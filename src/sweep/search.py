@@ -23,6 +23,7 @@ from optuna.distributions import (
 )
 
 from sweep.errors import ConfigError, first_line
+from sweep.keys import leaves
 
 # Keys whose values never change what a trial computes; a resumed study may change them freely.
 VOLATILE_KEYS = (
@@ -83,7 +84,7 @@ def parse_space(space: DictConfig | dict | None, cfg: DictConfig | None = None) 
     when = data.pop(WHEN, None) or {}
     parser = OverridesParser.create()
     dists: dict[str, BaseDistribution] = {}
-    for key, expr in _leaves(data).items():
+    for key, expr in leaves(data).items():
         if cfg is not None and OmegaConf.select(cfg, key, default="<missing>") == "<missing>":
             raise ConfigError(f"search.space: key {key!r} does not exist in the config")
         try:
@@ -136,17 +137,6 @@ def _option_nodes(when: dict, dists: dict, prefix: str = "") -> dict[str, dict]:
             out[key] = node
         else:
             out.update(_option_nodes(node, dists, f"{key}."))
-    return out
-
-
-def _leaves(space: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
-    data = OmegaConf.to_container(space, resolve=True) if isinstance(space, DictConfig) else space
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_leaves(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
     return out
 
 
@@ -244,7 +234,7 @@ def apply_params(cfg: DictConfig, params: dict[str, Any]) -> DictConfig:
 
 def group_option(key: str, option: str) -> dict[str, Any]:
     """conf/<group>/<option>.yaml as plain data: what `key=option` would compose."""
-    from sweep.runner import CONF_DIR
+    from sweep import CONF_DIR
 
     path = Path(CONF_DIR, *key.split("."), f"{option}.yaml")
     if not path.is_file():

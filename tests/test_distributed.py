@@ -318,9 +318,9 @@ def test_server_on_a_missing_database_fails_in_one_masked_line(pg, tmp_path):
 
 
 def test_extra_allowed_hosts_keep_mlflows_local_and_private_defaults():
-    from sweep.server import server_args
+    from sweep.server import Exposure, server_args
 
-    cmd = server_args("sqlite://", "/tmp/a", "127.0.0.1", 5000, allowed_hosts="mlflow.lab:5000")
+    cmd = server_args("sqlite://", "/tmp/a", Exposure(allowed_hosts="mlflow.lab:5000"))
     hosts = cmd[cmd.index("--allowed-hosts") + 1].split(",")
     assert {"mlflow.lab:5000", "localhost:*", "127.0.0.1:*", "10.*"} <= set(hosts)
     assert "*" not in hosts and "--disable-security-middleware" not in cmd

@@ -314,11 +314,11 @@ def test_make_clean_lists_what_it_deletes_and_keeps_server_artifacts(tmp_path):
 
 def test_server_basic_auth_needs_the_admins_own_config(tmp_path, monkeypatch, capsys):
     from sweep.runner import main
-    from sweep.server import server_args
+    from sweep.server import Exposure, server_args
 
     monkeypatch.delenv("MLFLOW_AUTH_CONFIG_PATH", raising=False)
     db = "postgresql://bob@127.0.0.1:1/mlflow"
     assert main(["server", "--basic-auth", "--backend-store-uri", db]) == 2
     assert "MLFLOW_AUTH_CONFIG_PATH" in capsys.readouterr().err
-    args = server_args(db, str(tmp_path), "0.0.0.0", 5000, basic_auth=True)
+    args = server_args(db, str(tmp_path), Exposure("0.0.0.0", 5000, basic_auth=True))
     assert args[args.index("--app-name") + 1] == "basic-auth"

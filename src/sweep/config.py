@@ -162,19 +162,22 @@ def train_size(cfg: DictConfig) -> int:
 
 def positive_int(cfg: DictConfig, key: str) -> int:
     """Fetch an integer key that must be >= 1."""
-    value = OmegaConf.select(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
-    return value
+    return positive(cfg, key, integer=True)
 
 
 def positive_number(cfg: DictConfig, key: str) -> float:
     """Fetch a numeric key that must be > 0 and finite."""
+    return float(positive(cfg, key))
+
+
+def positive(cfg: DictConfig, key: str, integer: bool = False) -> int | float:
+    """A key's value that must be a finite number above 0 (with `integer`, a whole one)."""
     value = OmegaConf.select(cfg, key)
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not (0 < value < float("inf")):
-        raise ConfigError(f"{key} must be a positive number, got {value!r}")
-    return float(value)
+    number = isinstance(value, int if integer else int | float) and not isinstance(value, bool)
+    if not (number and 0 < value < float("inf")):
+        what = "a positive integer" if integer else "a positive number"
+        raise ConfigError(f"{key} must be {what}, got {value!r}")
+    return value
 
 
 def safe_name(key: str, value: Any, optional: bool = False) -> None:

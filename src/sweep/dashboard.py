@@ -75,5 +75,8 @@ def main(
         print("\n".join(study_urls(url, base)), flush=True)
 
     return processes.serve(
-        cmd, base, on_ready=announce, timeout=STARTUP_SECONDS, name=NAME, health="/api/studies"
+        cmd,
+        base,
+        on_ready=announce,
+        service=processes.Service(NAME, "/api/studies", STARTUP_SECONDS),
     )

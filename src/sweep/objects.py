@@ -76,10 +76,8 @@ def check_target(key: str, target: Any, trusted: tuple[str, ...] = ()) -> str:
         if all(NAME.match(p) and p not in sys.stdlib_module_names for p in parts):
             return target
     allowed = ", ".join(p.rstrip(".") for p in allowlist)
-    raise ConfigError(
-        f"{key}={target!r} is not allowed: objects are built only from {allowed} "
-        "(a module of your own: add it to trusted_modules)"
-    )
+    why = f"objects are built only from {allowed} (a module of your own: add it to trusted_modules)"
+    raise ConfigError(f"{key}={target!r} is not allowed: {why}")
 
 
 def check_targets(cfg: DictConfig) -> None:

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
@@ -205,10 +206,7 @@ def history_figure(
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("validation MSE")
     ax.set_title("optimisation history")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
-    fig.tight_layout()
-    return fig
+    return _finished(fig, ax)
 
 
 def pareto_figure(
@@ -242,10 +240,7 @@ def pareto_figure(
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
     ax.set_title("Pareto front")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
-    fig.tight_layout()
-    return fig
+    return _finished(fig, ax)
 
 
 def importance_figure(importances: dict[str, float]) -> Figure:
@@ -339,6 +334,14 @@ def parallel_coordinates_figure(
     ax.set_title("parallel coordinates (colour: validation MSE, dark = low)")
     if highlight:
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def _finished(fig: Figure, ax: Axes) -> Figure:
+    """A summary figure's last touches: a light grid, the legend, a tight layout."""
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
     fig.tight_layout()
     return fig
 

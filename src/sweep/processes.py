@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from sweep.errors import EXIT_OK, ConfigError, SweepError
 
@@ -54,15 +55,19 @@ def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen
     return subprocess.Popen(cmd, env=os.environ if env is None else env, start_new_session=True)
 
 
-def wait_healthy(
-    url: str,
-    proc: subprocess.Popen,
-    timeout: float = STARTUP_SECONDS,
-    name: str = "mlflow server",
-    health: str = "/health",
-) -> None:
+@dataclass(frozen=True)
+class Service:
+    """What a server is called, where it says it is up, and how long it may take to start."""
+
+    name: str = "mlflow server"
+    health: str = "/health"
+    timeout: float = STARTUP_SECONDS
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, service: Service = Service()) -> None:
     """Block until `health` answers 200; one line (SweepError) if the server dies or never does."""
-    deadline = time.monotonic() + timeout
+    name, health = service.name, service.health
+    deadline = time.monotonic() + service.timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SweepError(f"{name} exited with code {proc.returncode}; see its output")
@@ -70,7 +75,7 @@ def wait_healthy(
             if resp.status == 200:
                 return
         time.sleep(0.5)
-    raise SweepError(f"{name} did not answer on {url}{health} within {timeout:.0f}s")
+    raise SweepError(f"{name} did not answer on {url}{health} within {service.timeout:.0f}s")
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -119,9 +124,7 @@ def serve(
     url: str,
     env: dict[str, str] | None = None,
     on_ready: Callable[[], None] = lambda: None,
-    timeout: float = STARTUP_SECONDS,
-    name: str = "mlflow server",
-    health: str = "/health",
+    service: Service = Service(),
 ) -> int:
     """Start the server, call `on_ready` once it answers, keep it up until SIGINT/SIGTERM (exit 0);
     whatever happens, the server's process group is gone when this returns."""
@@ -129,13 +132,13 @@ def serve(
         proc = None
         try:
             proc = start(cmd, env)
-            wait_healthy(url, proc, timeout, name, health)
+            wait_healthy(url, proc, service)
             on_ready()
             code = proc.wait()
         except KeyboardInterrupt:
-            print(f"\nstopping the {name}", file=sys.stderr, flush=True)
+            print(f"\nstopping the {service.name}", file=sys.stderr, flush=True)
             return EXIT_OK
         finally:
             if proc is not None:
                 stop(proc)
-    raise SweepError(f"{name} exited on its own with code {code}; see its output")
+    raise SweepError(f"{service.name} exited on its own with code {code}; see its output")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -248,11 +249,7 @@ def group_option(key: str, option: str) -> dict[str, Any]:
 def sample(trial: optuna.Trial, space: Space) -> dict[str, Any]:
     """Suggest the space define-by-run: a branch's keys only in trials that took its option."""
     params = {key: suggest(trial, key, dist) for key, dist in space.items()}
-    for key, options in space.branches.items():
-        sub = options.get(params[key])
-        if sub is not None:
-            params.update(sample(trial, sub))
-    return params
+    return with_branches(space, params, lambda sub: sample(trial, sub))
 
 
 def suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
@@ -302,10 +299,17 @@ def baseline_params(cfg: DictConfig, space: Space) -> dict[str, Any]:
             raise ConfigError(
                 f"search.space.{key}: the baseline value {params[key]!r} is outside the space"
             )
+    return with_branches(space, params, lambda sub: baseline_params(cfg, sub))
+
+
+def with_branches(
+    space: Space, params: dict[str, Any], values: Callable[[Space], dict[str, Any]]
+) -> dict[str, Any]:
+    """`params` plus the values of each branch whose option they took (a conditional space)."""
     for key, options in space.branches.items():
         sub = options.get(params[key])
         if sub is not None:
-            params.update(baseline_params(cfg, sub))
+            params.update(values(sub))
     return params
 
 

@@ -9,7 +9,9 @@ line or a log: it is taken out of the URL and handed to libpq as PGPASSWORD.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from sweep.config import mask_url
@@ -50,15 +52,13 @@ def check_options(
             f"no backend store: set {DB_ENV}=postgresql://USER@HOST:5432/mlflow "
             "(create it with `createdb -h HOST -U USER mlflow`) or pass --backend-store-uri"
         )
-    for name, value in (
-        ("allowed-hosts", allowed_hosts),
-        ("cors-allowed-origins", cors_allowed_origins),
-    ):
-        if value and "*" in [v.strip() for v in value.split(",")]:
-            raise ConfigError(
-                f"--{name} '*' turns MLflow's protection off; list the "
-                "names clients use instead, e.g. mlflow.lab:5000"
-            )
+    given = {"allowed-hosts": allowed_hosts, "cors-allowed-origins": cors_allowed_origins}
+    wildcard = [n for n, v in given.items() if v and "*" in [x.strip() for x in v.split(",")]]
+    if wildcard:
+        raise ConfigError(
+            f"--{wildcard[0]} '*' turns MLflow's protection off; "
+            "list the names clients use instead, e.g. mlflow.lab:5000"
+        )
 
 
 def check_basic_auth(basic_auth: bool) -> None:
@@ -91,27 +91,31 @@ def check_database(url: str, password: str | None, shown: str) -> None:
         engine.dispose()
 
 
-def server_args(
-    store: str,
-    artifacts: str,
-    host: str,
-    port: int,
-    workers: int | None = None,
-    allowed_hosts: str | None = None,
-    cors_allowed_origins: str | None = None,
-    basic_auth: bool = False,
-) -> list[str]:
+@dataclass(frozen=True)
+class Exposure:
+    """Where the server listens and who may reach it: the options that decide what is exposed."""
+
+    host: str = "127.0.0.1"
+    port: int = 5000
+    workers: int | None = None
+    allowed_hosts: str | None = None
+    cors_allowed_origins: str | None = None
+    basic_auth: bool = False
+
+
+def server_args(store: str, artifacts: str, exposure: Exposure) -> list[str]:
     """`mlflow server` options: SQL store, proxied artifacts, MLflow's security defaults kept."""
+    e = exposure
     args = ["--backend-store-uri", store, "--serve-artifacts", "--artifacts-destination", artifacts]
-    if basic_auth:
+    if e.basic_auth:
         args += ["--app-name", "basic-auth"]
-    args += ["--host", host, "--port", str(port)]
-    if workers:
-        args += ["--workers", str(workers)]
-    if allowed_hosts:
-        args += ["--allowed-hosts", with_default_hosts(allowed_hosts)]
-    if cors_allowed_origins:
-        args += ["--cors-allowed-origins", cors_allowed_origins]
+    args += ["--host", e.host, "--port", str(e.port)]
+    if e.workers:
+        args += ["--workers", str(e.workers)]
+    if e.allowed_hosts:
+        args += ["--allowed-hosts", with_default_hosts(e.allowed_hosts)]
+    if e.cors_allowed_origins:
+        args += ["--cors-allowed-origins", e.cors_allowed_origins]
     return args
 
 
@@ -155,35 +159,32 @@ def announce(
 
 
 def main(
-    host: str = "127.0.0.1",
-    port: int = 5000,
     backend_store_uri: str | None = None,
     artifacts_destination: str = DEFAULT_ARTIFACTS,
     experiment: str = "sine",
-    workers: int | None = None,
-    allowed_hosts: str | None = None,
-    cors_allowed_origins: str | None = None,
-    basic_auth: bool = False,
+    **exposure: Any,
 ) -> int:
-    """Check, start, wait until healthy and the experiment exists, then serve until Ctrl-C."""
+    """Check, start, wait until healthy and the experiment exists, then serve until Ctrl-C.
+
+    `exposure`: the `Exposure` fields (host, port, workers, allowed hosts, CORS, basic auth).
+    """
     from sweep.tracking import check_port, local_url, serve
 
+    e = Exposure(**exposure)
     backend_store_uri = backend_store_uri or os.environ.get(DB_ENV)
-    check_options(backend_store_uri, allowed_hosts, cors_allowed_origins)
-    check_basic_auth(basic_auth)
-    check_port(host, port)
+    check_options(backend_store_uri, e.allowed_hosts, e.cors_allowed_origins)
+    check_basic_auth(e.basic_auth)
+    check_port(e.host, e.port)
     store, password = split_password(backend_store_uri)
     shown = mask_url(backend_store_uri)
     if urlsplit(store).scheme in POSTGRES:
         check_database(store, password, shown)
     artifacts = artifacts_uri(artifacts_destination)
-    args = server_args(
-        store, artifacts, host, port, workers, allowed_hosts, cors_allowed_origins, basic_auth
-    )
-    url = local_url(host, port)
+    url = local_url(e.host, e.port)
     print(f"mlflow server: backend {shown}, artifacts {artifacts}", flush=True)
 
     def ready() -> None:
-        announce(host, port, url, experiment, ensure_experiment(url, experiment), basic_auth)
+        experiment_id = ensure_experiment(url, experiment)
+        announce(e.host, e.port, url, experiment, experiment_id, e.basic_auth)
 
-    return serve(args, url, env=server_env(password), on_ready=ready)
+    return serve(server_args(store, artifacts, e), url, env=server_env(password), on_ready=ready)

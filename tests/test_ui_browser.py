@@ -22,6 +22,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sweep import ui
+from sweep.summary import LEARNING_CURVES as CURVES
 from sweep.tracking import check_port, stop
 from tests.conftest import ROOT, clean_env, sweep_cmd
 
@@ -140,10 +141,19 @@ def ui_server(tiny_sweep_store: Path, tmp_path: Path) -> Iterator[dict]:
     threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
     printed = ""
     try:
-        while "by val_mse" not in printed:
+        while "learning curves" not in printed:
             printed += lines.get(timeout=180)
-        urls = re.findall(r"http://\S+", printed)
-        yield {"port": port, "printed": printed, "nested": urls[-2], "best": urls[-1]}
+
+        def url(label: str) -> str:
+            return re.search(rf"{label}.*?(http://\S+)", printed).group(1)
+
+        yield {
+            "port": port,
+            "printed": printed,
+            "nested": url("nested"),
+            "best": url("by val_mse"),
+            "curves": url("learning curves"),
+        }
     except queue.Empty:
         pytest.fail(f"no address within 180 s: {printed}{(tmp_path / 'ui.err').read_text()}")
     finally:
@@ -193,7 +203,10 @@ def test_ui_lists_trials_nested_sorted_and_shows_their_plots(
             (r for r in trials if "val_mse" in r.data.metrics),
             key=lambda r: r.data.metrics["val_mse"],
         )
-        _check_trial_plot(driver, base, exp.experiment_id, best.info.run_id)
+        _check_plot(driver, base, exp.experiment_id, best.info.run_id, "plots/prediction.png")
+        # the study's view of every trial's learning curve, as `sweep ui` printed its address
+        assert ui_server["curves"].endswith(f"/runs/{parent.info.run_id}/artifacts/{CURVES}")
+        _check_plot(driver, base, exp.experiment_id, parent.info.run_id, CURVES)
     except Exception:
         screenshot(driver, "failure.png")
         raise
@@ -243,8 +256,9 @@ def _check_best_view(driver, url: str, trials) -> None:  # noqa: ANN001
     screenshot(driver, "runs-charts.png")
 
 
-def _check_trial_plot(driver, base: str, exp_id: str, run_id: str) -> None:  # noqa: ANN001
-    driver.get(f"{base}/#/experiments/{exp_id}/runs/{run_id}/artifacts/plots/prediction.png")
+def _check_plot(driver, base: str, exp_id: str, run_id: str, path: str) -> None:  # noqa: ANN001
+    """The UI shows the run's PNG artifact, and serves its bytes."""
+    driver.get(f"{base}/#/experiments/{exp_id}/runs/{run_id}/artifacts/{path}")
     sizes = _wait(
         driver,
         lambda d: [
@@ -259,9 +273,9 @@ def _check_trial_plot(driver, base: str, exp_id: str, run_id: str) -> None:  # n
     assert max(sizes) >= 400, sizes
     head = driver.execute_async_script(
         "const done = arguments[arguments.length - 1];"
-        f"fetch('get-artifact?path=plots%2Fprediction.png&run_uuid={run_id}')"
+        f"fetch('get-artifact?path={path.replace('/', '%2F')}&run_uuid={run_id}')"
         ".then(r => r.arrayBuffer()).then(b => done(Array.from(new Uint8Array(b).slice(0, 8))))"
         ".catch(e => done(String(e)));"
     )
     assert head == PNG, head
-    screenshot(driver, "trial-prediction-plot.png")
+    screenshot(driver, path.replace("/", "-"))

@@ -209,6 +209,31 @@ def history_figure(
     return _finished(fig, ax)
 
 
+def learning_curves_figure(
+    curves: Sequence[tuple[int, str, Sequence[int], Sequence[float]]], best: int | None
+) -> Figure:
+    """Every trial's validation loss by epoch in one chart: where pruning cut, what converged."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    colours = {"COMPLETE": "tab:blue", "PRUNED": "tab:orange"}
+    for number, state, epochs, losses in curves:
+        if number == best:
+            continue
+        short = "o" if len(epochs) == 1 else None  # pruned at its first epoch: a dot, not a line
+        colour = colours.get(state, "tab:gray")
+        ax.plot(epochs, losses, color=colour, alpha=0.35, lw=1, marker=short)
+    for state, colour in colours.items():  # one legend entry per state, not per trial
+        ax.plot([], [], color=colour, label=state.lower())
+    for number, _, epochs, losses in curves:
+        if number == best:
+            ax.plot(epochs, losses, color="tab:red", lw=2, label=f"best (trial {number})")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("validation loss")
+    ax.set_title(f"learning curves of {len(curves)} trials")
+    return _finished(fig, ax)
+
+
 def pareto_figure(
     points: Sequence[tuple[int, float, float]],
     on_front: set[int],

@@ -7,14 +7,16 @@ import warnings
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from sweep import console, plots
 from sweep.budget import STOPPED_ATTR
-from sweep.pareto import front, front_rows
+from sweep.pareto import LOSSES_ATTR, front, front_rows
 from sweep.registry import register_champion, register_front
 from sweep.search import objectives
 from sweep.study import FINISHED, RUN_ATTR, Sweep, best_trial, counts
+
+LEARNING_CURVES = "plots/learning_curves.png"  # on the parent run: every trial's loss by epoch
 
 
 def summarize(sweep: Sweep) -> dict[str, Any]:
@@ -100,6 +102,7 @@ def _summary_plots(parent: Any, study: optuna.Study) -> None:
     )
     parent.log_figure(fig, "plots/optimization_history.png")
     plots.close(fig)
+    _learning_curves(parent, study, finished)
     if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) >= 3:
         try:
             with warnings.catch_warnings():  # "low target values": the first objective's own
@@ -113,6 +116,21 @@ def _summary_plots(parent: Any, study: optuna.Study) -> None:
         fig = plots.importance_figure(importances)
         parent.log_figure(fig, "plots/param_importances.png")
         plots.close(fig)
+
+
+def _learning_curves(parent: Any, study: optuna.Study, finished: list[FrozenTrial]) -> None:
+    """All finished trials' per-epoch validation losses on one chart, on the parent run."""
+    curves = []
+    for t in finished:
+        by_epoch = t.intermediate_values or {
+            int(k): v for k, v in t.user_attrs.get(LOSSES_ATTR, {}).items()
+        }
+        epochs = sorted(by_epoch)
+        curves.append((t.number, t.state.name, epochs, [by_epoch[e] for e in epochs]))
+    best = best_trial(study)
+    fig = plots.learning_curves_figure(curves, best.number if best else None)
+    parent.log_figure(fig, LEARNING_CURVES)
+    plots.close(fig)
 
 
 def _pareto_plot(parent: Any, study: optuna.Study, names: list[str]) -> None:

@@ -147,6 +147,22 @@ def install_views(experiments: Experiments, experiment_id: str) -> None:
         experiments.set_tag(experiment_id, SHARE_TAG + key, json.dumps(state))
 
 
+def studies(experiments: Experiments, experiment_id: str) -> list[tuple[str, str]]:
+    """(study name, parent run id) of each sweep in the experiment."""
+    parents = experiments.run_ids(experiment_id, "tags.`sweep.kind` = 'sweep'")
+    return sorted((tags.get("sweep.study_name", run_id), run_id) for run_id, tags in parents)
+
+
+def curves_url(base: str, experiment_id: str, parent_run_id: str) -> str:
+    """The parent run's chart of every trial's learning curve, opened in the UI."""
+    from sweep.summary import LEARNING_CURVES
+
+    return (
+        f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{parent_run_id}"
+        f"/artifacts/{LEARNING_CURVES}"
+    )
+
+
 def addresses(experiments: Experiments, base: str) -> list[str]:
     """One block of lines per experiment: its nested runs view and its best-first view."""
     lines = []
@@ -158,6 +174,10 @@ def addresses(experiments: Experiments, base: str) -> list[str]:
             printable(f"experiment {exp.name!r}:"),
             f"  runs (trials nested under their study)  {runs_url(base, exp.id, VIEW_NESTED)}",
             f"  all runs by val_mse, best first         {runs_url(base, exp.id, VIEW_BEST)}",
+        ]
+        lines += [
+            printable(f"  learning curves of study {study!r}  ") + curves_url(base, exp.id, run)
+            for study, run in studies(experiments, exp.id)
         ]
     return lines or [f"no runs yet: open {base}/#/experiments after `make sweep`"]
 

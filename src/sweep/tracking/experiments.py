@@ -38,6 +38,15 @@ class Experiments:
         )
         return [dict(r.data.params) for r in runs]
 
+    def run_ids(
+        self, experiment_id: str, filter_string: str = "", max_results: int = 100
+    ) -> list[tuple[str, dict[str, str]]]:
+        """(run id, tags) of the experiment's runs that match an MLflow filter string."""
+        runs = self.client.search_runs(
+            [experiment_id], filter_string=filter_string, max_results=max_results
+        )
+        return [(r.info.run_id, dict(r.data.tags)) for r in runs]
+
     def tags(self, experiment_id: str) -> dict[str, str]:
         return dict(self.client.get_experiment(experiment_id).tags)
 

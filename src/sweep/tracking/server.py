@@ -39,7 +39,7 @@ def command(cmd_args: list[str]) -> list[str]:
 
 def serve(cmd_args: list[str], url: str, env: dict[str, str] | None = None, **options: Any) -> int:
     """`mlflow server` without its job runner until SIGINT/SIGTERM (exit 0); `options` (on_ready,
-    service) go to `processes.serve`."""
+    timeout) go to `processes.serve`."""
     env = {**(os.environ if env is None else env), **NO_JOBS}
-    options.setdefault("service", processes.Service(timeout=STARTUP_SECONDS))
+    options["service"] = processes.Service(timeout=options.pop("timeout", STARTUP_SECONDS))
     return processes.serve(command(cmd_args), url, env, **options)

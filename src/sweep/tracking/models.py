@@ -83,8 +83,12 @@ def keras_file(folder: Path, model_uri: str) -> Path:
     return path
 
 
-def load_keras(uri: str, model_uri: str) -> Any:
-    """A Keras model logged to MLflow (`models:/...`), loaded by Keras alone in safe_mode."""
+def load_keras(uri: str, model_uri: str, location: str) -> Any:
+    """A Keras model logged to MLflow, loaded by Keras alone in safe_mode.
+
+    `location` is where its files are (an artifact URI read from this store's registry or its
+    logged models), so no process-wide registry URI decides which store it comes from.
+    """
     import sweep.backend  # noqa: F401 - TensorFlow quietly, before Keras loads
 
     # isort: split
@@ -92,7 +96,9 @@ def load_keras(uri: str, model_uri: str) -> Any:
     import mlflow.artifacts
 
     with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp, tracking_uri=uri)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=location, dst_path=tmp, tracking_uri=uri
+        )
         return keras.saving.load_model(keras_file(Path(local), model_uri), safe_mode=True)
 
 
@@ -106,11 +112,17 @@ def alias_tags(uri: str, name: str, alias: str) -> dict[str, str] | None:
 
 def load_alias(uri: str, name: str, alias: str) -> tuple[Any, Any]:
     """The Keras model behind `models:/<name>@<alias>`, with its registry version."""
-    mv = MlflowClient(uri).get_model_version_by_alias(name, alias)
-    return load_keras(uri, f"models:/{name}@{alias}"), mv
+    client = MlflowClient(uri)
+    mv = client.get_model_version_by_alias(name, alias)
+    location = client.get_model_version_download_uri(name, mv.version)
+    return load_keras(uri, f"models:/{name}@{alias}", location), mv
 
 
 def load_run_model(uri: str, run_id: str | None) -> Any:
     """The Keras model a run logged, or None when it logged none."""
-    model_id = logged_model_id(MlflowClient(uri), run_id) if run_id else None
-    return load_keras(uri, f"models:/{model_id}") if model_id else None
+    client = MlflowClient(uri)
+    model_id = logged_model_id(client, run_id) if run_id else None
+    if model_id is None:
+        return None
+    location = client.get_logged_model(model_id).artifact_location
+    return load_keras(uri, f"models:/{model_id}", location)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -82,3 +83,18 @@ def test_report_renders_every_section_offline(tiny_sweep_store: Path, tmp_path: 
     (parent,) = [r for r in runs if r.data.tags.get("sweep.kind") == "sweep"]
     logged = client.download_artifacts(parent.info.run_id, "report.html", str(tmp_path))
     assert Path(logged).read_text() == page
+
+
+def test_the_report_follows_the_study_objective_and_direction():
+    """digits maximises val_accuracy: the best trial is the highest, the columns are accuracy."""
+    study = optuna.create_study(direction="maximize")
+    for value in (0.5, 0.9, 0.7):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    rows = [report.TrialRow(t, objective="val_accuracy") for t in study.trials]
+    best, base = report.pick(rows, maximize=True)
+    assert best.trial.values[0] == 0.9 and base.number == 0
+    assert report.pick(rows)[0].trial.values[0] == 0.5  # minimising, as for val_mse
+    assert report.splits_of("val_accuracy") == ["val_accuracy", "test_accuracy", "train_accuracy"]
+    page = report.trials_table(rows, best) + report.comparison_table(best, base)
+    assert "val_accuracy" in page and "test_accuracy" in page and "val_mse" not in page
+    assert "0.9" in report.verdict(best, base, maximize=True)

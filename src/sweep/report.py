@@ -64,6 +64,7 @@ class TrialRow:
     run_id: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
+    objective: str = "val_mse"  # the study's (first) objective, as it names it
 
     @property
     def number(self) -> int:
@@ -78,7 +79,7 @@ class TrialRow:
         return int(self.params["n_params"]) if "n_params" in self.params else None
 
     def metric(self, key: str) -> float | None:
-        if key == "val_mse" and self.trial.values is not None and len(self.trial.values) == 1:
+        if key == self.objective and self.trial.values is not None and len(self.trial.values) == 1:
             return self.trial.values[0]
         return self.metrics.get(key)
 
@@ -89,19 +90,23 @@ class TrialRow:
 def trial_rows(study: optuna.Study, reader: Reader) -> list[TrialRow]:
     """Every trial with the metrics and params of its MLflow run (when it has one)."""
     rows = []
+    objective = (study.metric_names or ["val_mse"])[0]
     for t in study.get_trials(deepcopy=False):
         run = reader.find(t.user_attrs.get(RUN_ATTR))  # a deleted run leaves the trial listed
-        row = TrialRow(t, run.info.run_id if run else None)
+        row = TrialRow(t, run.info.run_id if run else None, objective=objective)
         if run:
             row.metrics, row.params = dict(run.data.metrics), dict(run.data.params)
         rows.append(row)
     return rows
 
 
-def pick(rows: Sequence[TrialRow]) -> tuple[TrialRow | None, TrialRow | None]:
-    """The best complete trial and the baseline (trial 0, or the one tagged baseline)."""
+def pick(
+    rows: Sequence[TrialRow], maximize: bool = False
+) -> tuple[TrialRow | None, TrialRow | None]:
+    """The best complete trial (by the first objective) and the baseline (trial 0, or the one
+    tagged baseline)."""
     complete = [r for r in rows if r.trial.state == TrialState.COMPLETE]
-    best = min(complete, key=lambda r: r.trial.values[0]) if complete else None
+    best = (max if maximize else min)(complete, key=lambda r: r.trial.values[0], default=None)
     base = next((r for r in rows if r.baseline), None)
     if base is None:
         base = next((r for r in rows if r.number == 0), None)
@@ -226,7 +231,7 @@ def comparison_table(best: TrialRow | None, base: TrialRow | None) -> str:
     body: list[list[Any]] = [["trial", *[r.number for r in cols]]]
     body += [[k, *[r.trial.params.get(k) for r in cols]] for k in keys]
     body += [[k, *[r.params.get(k) for r in cols]] for k in CONFIG_KEYS]
-    for key in ("val_mse", "test_mse", "train_mse"):
+    for key in splits_of(cols[0].objective):
         body.append([key, *[r.metric(key) for r in cols]])
     body.append(
         [
@@ -304,21 +309,33 @@ def pareto_part(study: optuna.Study, rows: Sequence[TrialRow]) -> str:
     )
 
 
-def verdict(best: TrialRow | None, base: TrialRow | None) -> str:
-    b, v = (best.metric("val_mse") if best else None), (base.metric("val_mse") if base else None)
+def splits_of(objective: str) -> list[str]:
+    """The objective and the same metric on the other splits: val_mse -> test_mse, train_mse."""
+    if not objective.startswith("val_"):
+        return [objective]
+    metric = objective.removeprefix("val_")
+    return [objective, f"test_{metric}", f"train_{metric}"]
+
+
+def verdict(best: TrialRow | None, base: TrialRow | None, maximize: bool = False) -> str:
+    key = best.objective if best else "val_mse"
+    b, v = (best.metric(key) if best else None), (base.metric(key) if base else None)
     if best is None or base is None or b is None or v is None:
         return ""
     if best.number == base.number:
-        return "<p>No trial beat the tutorial's configuration on validation MSE.</p>"
+        return f"<p>No trial beat the baseline's configuration on {key}.</p>"
+    if maximize:
+        return f"<p>Trial {best.number} reaches {key} {fmt(b)} against the baseline's {fmt(v)}.</p>"
     return (
-        f"<p>Trial {best.number} reaches validation MSE {fmt(b)}, "
+        f"<p>Trial {best.number} reaches {key} {fmt(b)}, "
         f"{v / b:.3g}&times; lower than the baseline's {fmt(v)}.</p>"
     )
 
 
 def trials_table(rows: Sequence[TrialRow], best: TrialRow | None) -> str:
     keys = sorted({k for r in rows for k in r.trial.params})
-    header = ["trial", "state", "val_mse", "test_mse", *keys, "parameters", "seconds", "note"]
+    shown = splits_of(rows[0].objective)[:2] if rows else ["val_mse"]
+    header = ["trial", "state", *shown, *keys, "parameters", "seconds", "note"]
     body, classes = [], []
     for r in rows:
         seconds = r.trial.duration.total_seconds() if r.trial.duration else None
@@ -329,8 +346,7 @@ def trials_table(rows: Sequence[TrialRow], best: TrialRow | None) -> str:
             [
                 r.number,
                 r.trial.state.name,
-                r.metric("val_mse"),
-                r.metric("test_mse"),
+                *[r.metric(k) for k in shown],
                 *[r.trial.params.get(k) for k in keys],
                 r.n_params,
                 seconds,
@@ -365,7 +381,8 @@ def render(study: optuna.Study, parts: dict[str, str], meta: str) -> str:
 def build_report(study: optuna.Study, reader: Reader, storage: str) -> tuple[str, dict]:
     """The report's HTML, and the summary the champion is registered from."""
     rows = trial_rows(study, reader)
-    best, base = pick(rows)
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    best, base = pick(rows, maximize)
     robust = robust_results(study, reader)
     states = {s.name: sum(r.trial.state == s for r in rows) for s in TrialState}
     meta = (
@@ -374,7 +391,7 @@ def build_report(study: optuna.Study, reader: Reader, storage: str) -> tuple[str
         f"written {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}"
     )
     parts = {
-        "best": comparison_table(best, base) + verdict(best, base) + robust_table(robust),
+        "best": comparison_table(best, base) + verdict(best, base, maximize) + robust_table(robust),
         "history": image_or_note(history_image(rows), "optimisation history", "no finished trial"),
         "importances": image_or_note(
             importance_image(study), "parameter importances", "needs 3 or more complete trials"

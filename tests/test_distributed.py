@@ -325,3 +325,45 @@ def test_extra_allowed_hosts_keep_mlflows_local_and_private_defaults():
     assert {"mlflow.lab:5000", "localhost:*", "127.0.0.1:*", "10.*"} <= set(hosts)
     assert "*" not in hosts and "--disable-security-middleware" not in cmd
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+
+
+def _database_text(url: str) -> str:
+    """Every row of every table of a database, as text: what anyone with the role can read."""
+    import psycopg2
+
+    with contextlib.closing(psycopg2.connect(url.split("?", 1)[0])) as con, con.cursor() as cur:
+        cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        tables = [row[0] for row in cur.fetchall()]
+        text = []
+        for table in tables:
+            cur.execute(f'SELECT t::text FROM "{table}" t')
+            text += [row[0] for row in cur.fetchall()]
+    return "\n".join(text)
+
+
+@pytest.mark.slow
+def test_a_password_with_colon_quote_and_query_reaches_no_output_and_no_store(pg, tmp_path):
+    """The slip and the attacker both look here: every line printed, both stores, every file."""
+    secret, query_secret = f"p:w'{secrets.token_hex(4)}", f"q{secrets.token_hex(6)}"
+    storage = (
+        f"postgresql://{pg.role}:{secret}@{PG_HOST}:{PG_PORT}/{pg.role}_optuna"
+        f"?password={query_secret}"  # trust auth: libpq sends both, the server needs neither
+    )
+    store = tmp_path / "store"
+    env = {**clean_env(), "SWEEP_STORAGE": storage}  # the documented way: no password typed
+    args = ("experiment=tiny", "search.n_trials=3", f"paths.store={store}")
+    out = sweep_cmd("sweep", "search=shared", *args, env=env)
+    assert out.returncode == 0, out.stderr
+    # Hydra's grammar takes no quote and no second '=' unquoted on a command line
+    typed = f"postgresql://{pg.role}:{secret.replace(chr(39), '')}@{PG_HOST}/{pg.role}_optuna"
+    typo = sweep_cmd("sweep", f"search.storag={typed}", f"paths.store={store}")  # Hydra's hint
+    assert typo.returncode == 2 and "+search.storag=" in typo.stderr, typo.stderr
+    printed = out.stdout + out.stderr + typo.stdout + typo.stderr
+    files = "".join(
+        p.read_bytes().decode("latin-1") for p in store.rglob("*") if p.is_file()
+    )  # the MLflow database (and its WAL), every artifact: configs, records, models, plots
+    study_db = _database_text(storage)
+    assert "sweep-sine-mlp" in files and "sine-mlp" in study_db  # the grep looked where it should
+    for word in (secret, query_secret, secret.split(":")[1], secret.split("'")[1]):
+        for where, text in (("output", printed), ("MLflow store", files), ("study", study_db)):
+            assert word not in text, f"{word!r} in the {where}"

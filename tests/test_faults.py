@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import signal
+import time
 from pathlib import Path
 
 import optuna
@@ -16,7 +19,8 @@ from mlflow.tracking import MlflowClient
 
 from sweep.runner import main
 from sweep.tracking import stop
-from tests.test_distributed import _worker, pg  # noqa: F401 - pg is a fixture
+from tests.test_distributed import _free_port, _worker, pg, start_server, tree_pids  # noqa: F401
+from tests.test_reliability import FAST, _popen, _study, _wait_for_running_trial
 
 SMALL = ["search.n_trials=3", "trainer.epochs=2"]
 
@@ -78,3 +82,43 @@ def test_workers_started_at_once_on_separate_hosts_make_one_study(pg, tmp_path):
     assert not [r for r in runs if r.info.status == "RUNNING"]
     for i in range(4):
         assert not list(Path(tmp_path / f"w{i}").glob("*.db"))  # no local store was used
+
+
+@pytest.mark.slow
+def test_a_tracking_server_restarted_mid_sweep_loses_nothing(pg, tmp_path):  # noqa: F811
+    """Two workers; the server is killed while trials run and comes back on the same port
+    ~20 s later. MLflow's client retries with backoff, so no trial is failed for it."""
+    port = _free_port()
+    servers = [start_server(pg.url("mlflow"), port, tmp_path / "s1")]
+    store = tmp_path / "store"
+    args = [*FAST, "search.jobs=2", "search.n_trials=6", "trainer.epochs=60"]
+    proc = _popen(store, *args, f"tracking.uri={servers[0].url}", merge=True)
+    try:
+        _wait_for_running_trial(store, after=1)
+        for pid in tree_pids(servers[0].proc.pid):  # the server's machine or container is lost
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        servers[0].proc.wait()
+        down = time.monotonic()
+        time.sleep(10)
+        servers.append(start_server(pg.url("mlflow"), port, tmp_path / "s2"))
+        downtime = time.monotonic() - down
+        out, _ = proc.communicate(timeout=600)
+        client = MlflowClient(servers[1].url)
+        runs = client.search_runs([client.get_experiment_by_name("sine").experiment_id])
+    finally:
+        for p in (proc, *(s.proc for s in servers)):
+            stop(p, grace=30)
+    assert proc.returncode == 0, out
+    study = _study(store)
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") + states.count("PRUNED") == 6, states
+    assert "FAIL" not in states and "RUNNING" not in states, states
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    assert len([r for r in runs if r.data.tags.get("sweep.kind") == "sweep"]) == 1
+    by_id = {r.info.run_id: r for r in runs}
+    for t in study.trials:  # every finished trial's record is complete: metrics and status
+        run = by_id[t.user_attrs["mlflow_run_id"]]
+        assert run.info.status in ("FINISHED", "KILLED") and "val_mse" in run.data.metrics
+    assert len(runs) == 7, [r.info.run_name for r in runs]  # no retried write made a run twice
+    print(f"server down {downtime:.0f} s")

@@ -7,10 +7,15 @@ worker launcher; nothing here stops or restarts the shared server on 127.0.0.1:5
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import os
+import shutil
 import signal
+import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -19,7 +24,14 @@ from mlflow.tracking import MlflowClient
 
 from sweep.runner import main
 from sweep.tracking import stop
-from tests.test_distributed import _free_port, _worker, pg, start_server, tree_pids  # noqa: F401
+from tests.test_distributed import (  # noqa: F401 - pg is a fixture
+    _free_port,
+    _wait_all_busy,
+    _worker,
+    pg,
+    start_server,
+    tree_pids,
+)
 from tests.test_reliability import FAST, _popen, _study, _wait_for_running_trial
 
 SMALL = ["search.n_trials=3", "trainer.epochs=2"]
@@ -122,3 +134,73 @@ def test_a_tracking_server_restarted_mid_sweep_loses_nothing(pg, tmp_path):  # n
         assert run.info.status in ("FINISHED", "KILLED") and "val_mse" in run.data.metrics
     assert len(runs) == 7, [r.info.run_name for r in runs]  # no retried write made a run twice
     print(f"server down {downtime:.0f} s")
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of this test's own (the shared one on :5432 is never restarted)."""
+
+    def __init__(self, folder: Path) -> None:
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+        if not bins or not shutil.which("runuser"):
+            pytest.skip("no PostgreSQL binaries or runuser to start a private cluster")
+        self.bin, self.folder, self.port = Path(bins[-1]), folder, _free_port()
+        shutil.chown(folder, "postgres")
+        self.pg("initdb", "-D", f"{folder}/data", "-A", "trust", "-U", "postgres")
+        self.start()
+        self.pg("createdb", "-h", "127.0.0.1", "-p", str(self.port), "optuna")
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/optuna"
+
+    def pg(self, tool: str, *args: str) -> None:
+        """A PostgreSQL tool as the postgres user (initdb refuses root)."""
+        cmd = ["runuser", "-u", "postgres", "--", str(self.bin / tool), *args]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
+        self.pg("pg_ctl", "-D", f"{self.folder}/data", "-l", f"{self.folder}/pg.log", "-o", opts,
+                "-w", "start")  # fmt: skip
+
+    def stop(self) -> None:
+        self.pg("pg_ctl", "-D", f"{self.folder}/data", "-m", "fast", "-w", "stop")
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PrivatePostgres]:
+    """Started in a folder the postgres user can reach (pytest's tmp_path is root's alone)."""
+    folder = Path(tempfile.mkdtemp(prefix="sweep-pg-"))
+    try:
+        cluster = PrivatePostgres(folder)
+        try:
+            yield cluster
+        finally:
+            with contextlib.suppress(subprocess.CalledProcessError):
+                cluster.stop()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_postgres_restarted_mid_sweep_loses_nothing(private_pg, tmp_path):
+    """Two workers on a study in PostgreSQL; the database stops mid-trial and is back 8 s later.
+    Each worker reconnects with backoff (study._connect_patiently): no trial failed for it."""
+    store = tmp_path / "store"
+    args = [*FAST, "search.jobs=2", "search.n_trials=6", "trainer.epochs=60"]
+    proc = _popen(store, *args, f"search.storage={private_pg.url}", merge=True)
+    try:
+        _wait_all_busy(private_pg.url, 1, [proc])
+        private_pg.stop()
+        time.sleep(8)
+        private_pg.start()
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        stop(proc, grace=5)
+    assert proc.returncode == 0, out
+    study = optuna.load_study(study_name="sine-mlp", storage=private_pg.url)
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") + states.count("PRUNED") == 6, states
+    failed = [t.user_attrs for t in study.trials if t.state.name == "FAIL"]
+    assert all(a.get("fail_reason", "").startswith("surplus") for a in failed), failed
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("sine").experiment_id])
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    assert len([r for r in runs if r.data.tags.get("sweep.kind") == "sweep"]) == 1

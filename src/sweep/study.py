@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
@@ -81,7 +82,7 @@ def make_storage(
     else:
         kwargs = {"pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(
+        storage = optuna.storages.RDBStorage(
             url,
             engine_kwargs=kwargs,
             heartbeat_interval=cfg.search.heartbeat_interval,
@@ -90,6 +91,29 @@ def make_storage(
         )
     except Exception as exc:  # sqlalchemy's errors name the engine, not the key
         raise ConfigError(f"search.storage={mask_url(url)}: {first_line(exc)}") from exc
+    if not url.startswith("sqlite:"):
+        sqlalchemy.event.listen(storage.engine, "do_connect", _connect_patiently)
+    return storage
+
+
+RECONNECT_SECONDS = 300  # how long a worker waits for a restarted database server
+
+
+def _connect_patiently(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+    """Connect, retrying with backoff while the database restarts (1, 2, 4 .. 15 s, ~5 min).
+
+    With pool_pre_ping, every call after a restart reconnects here first, so a worker waits
+    for its storage instead of failing its trial with Optuna's StorageInternalError.
+    """
+    deadline, delay = time.monotonic() + RECONNECT_SECONDS, 1.0
+    while True:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except dialect.loaded_dbapi.OperationalError:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 15.0)
 
 
 def _on_stale_trial(tracker: Tracker | NullTracker | None):  # noqa: ANN202

@@ -102,33 +102,48 @@ class Server:
     artifacts: Path
 
 
-@pytest.fixture(scope="module")
-def server(pg: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`python -m sweep server` on a free port, backed by the role's mlflow database."""
-    tmp_path = tmp_path_factory.mktemp("server")
-    port, artifacts, log = _free_port(), tmp_path / "artifacts", tmp_path / "server.log"
-    env = {**clean_env(), "SWEEP_TRACKING_DB": pg.url("mlflow")}
+def start_server(db_url: str, port: int, folder: Path) -> Server:
+    """`python -m sweep server` on `port` over `db_url`, serving (test_faults restarts it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    artifacts, log = folder / "artifacts", folder / "server.log"
+    env = {**clean_env(), "SWEEP_TRACKING_DB": db_url}
     cmd = [sys.executable, "-m", "sweep", "server", "--port", str(port), "--workers", "2"]
     cmd += ["--artifacts-destination", str(artifacts)]
     with open(log, "w") as out:
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    srv = Server(proc, f"http://127.0.0.1:{port}", log, artifacts)
+    deadline = time.monotonic() + 240
+    while "serving on" not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc, grace=5)
+            pytest.fail(log.read_text())
+        time.sleep(0.5)
+    return Server(proc, f"http://127.0.0.1:{port}", log, artifacts)
+
+
+@pytest.fixture(scope="module")
+def server(pg: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`python -m sweep server` on a free port, backed by the role's mlflow database."""
+    srv = start_server(pg.url("mlflow"), _free_port(), tmp_path_factory.mktemp("server"))
     try:
-        deadline = time.monotonic() + 240
-        while "serving on" not in log.read_text():
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.5)
         yield srv
     finally:
-        stop(proc, grace=30)
-    assert proc.returncode == 0, log.read_text()
+        stop(srv.proc, grace=30)
+    assert srv.proc.returncode == 0, srv.log.read_text()
 
 
 def _tree_cmdlines(root: int) -> list[str]:
     """Command lines of a process and all its descendants (the server and its uvicorn workers)."""
+    lines = []
+    for pid in tree_pids(root):
+        with contextlib.suppress(OSError):
+            lines.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" "))
+    return [line.decode(errors="replace") for line in lines]
+
+
+def tree_pids(root: int) -> set[int]:
+    """A process and all its descendants, whatever their sessions (mlflow starts its own)."""
     parents = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -141,11 +156,7 @@ def _tree_cmdlines(root: int) -> list[str]:
         more = {p for p, pp in parents.items() if pp in tree} - tree
         tree |= more
         grew = bool(more)
-    lines = []
-    for pid in tree:
-        with contextlib.suppress(OSError):
-            lines.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" "))
-    return [line.decode(errors="replace") for line in lines]
+    return tree
 
 
 def _worker(tmp_path: Path, i: int, args: list[str], env: dict | None = None) -> subprocess.Popen:

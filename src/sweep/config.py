@@ -41,7 +41,10 @@ TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "postgresql+psycopg
 def prepare(cfg: DictConfig) -> DictConfig:
     """Return a resolved, validated copy with every local path made absolute."""
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-    store = cfg.paths.store
+    try:
+        store = cfg.paths.store
+    except Exception as exc:  # an interpolation in the store's own path (fuzzed)
+        raise ConfigError(f"cannot resolve paths.store: {first_line(exc)}") from exc
     if store is None or str(store).strip() == "":
         raise ConfigError("paths.store must name a folder, e.g. paths.store=mlruns")
     cfg.paths.store = str(Path(str(store)).expanduser().resolve())
@@ -68,14 +71,7 @@ def validate(cfg: DictConfig) -> None:
     check_targets(cfg)
     for key in ("data", "model", "optimizer", "search.sampler", "search.pruner"):
         _spec(cfg, key)
-    if cfg.model._target_ == MLP:
-        _choice(cfg, "model.activation", ACTIVATIONS)
-        for key in ("model.depth", "model.width"):
-            positive_int(cfg, key)
-    for key in ("trainer.epochs", "trainer.batch_size", "search.n_trials", "search.jobs"):
-        positive_int(cfg, key)
-    if "learning_rate" in cfg.optimizer:
-        positive_number(cfg, "optimizer.learning_rate")
+    check_values(cfg)
     check_data(cfg)
     for key in ("search.study_name", "tracking.registered_model"):
         safe_name(key, OmegaConf.select(cfg, key), optional=key.startswith("tracking"))
@@ -85,12 +81,82 @@ def validate(cfg: DictConfig) -> None:
         check_url("tracking.uri", cfg.tracking.uri, TRACKING_SCHEMES)
     from sweep.search import objectives, parse_space  # Hydra's grammar; light, no TensorFlow
 
-    parse_space(cfg.search.space, cfg)
+    check_space_values(cfg, parse_space(cfg.search.space, cfg))
     objectives(cfg)
     with warnings.catch_warnings():  # Optuna's "experimental" notes: said once, by the study
         warnings.simplefilter("ignore")
         for key in ("search.sampler", "search.pruner"):  # cheap to build, so built to check
             build(OmegaConf.select(cfg, key), key)
+
+
+def check_values(cfg: DictConfig) -> None:
+    """The checks of single values: cheap, so each corner of the search space gets them too."""
+    if cfg.model._target_ == MLP:
+        _choice(cfg, "model.activation", ACTIVATIONS)
+        for key in ("model.depth", "model.width"):
+            positive_int(cfg, key)
+    for key in ("trainer.epochs", "trainer.batch_size", "search.n_trials", "search.jobs"):
+        positive_int(cfg, key)
+    if "learning_rate" in cfg.optimizer:
+        positive_number(cfg, "optimizer.learning_rate")
+    check_plain_keys(cfg)
+
+
+def check_space_values(cfg: DictConfig, space: dict[str, Any]) -> None:
+    """Refuse a space that can sample a value its key refuses (depth 1.5, a NaN rate), up front."""
+    for key, dist in space.items():
+        if isinstance(OmegaConf.select(cfg, key), DictConfig):
+            continue  # a config-group choice (optimizer: choice(sgd, adam)): its options are files
+        corners = getattr(dist, "choices", None) or (dist.low, dist.high)
+        for value in corners:
+            trial = OmegaConf.create(OmegaConf.to_container(cfg))
+            OmegaConf.update(trial, key, value, force_add=True)
+            try:
+                check_values(trial)
+            except ConfigError as exc:
+                raise ConfigError(f"search.space.{key} can sample {value!r}: {exc}") from exc
+
+
+# Keys only used later (by TensorFlow, the study loop, MLflow), where a bad value would fail
+# mid-sweep: checked here with the rest. Each: what it must be, and the test of it.
+FLAGS = (
+    "trainer.deterministic",
+    "trainer.jit_compile",
+    "tracking.enabled",
+    "tracking.log_model",
+    "tracking.log_plots",
+    "search.enqueue_baseline",
+)
+NAMES = ("data.name", "search.study_name", "tracking.experiment")
+
+
+def check_plain_keys(cfg: DictConfig) -> None:
+    """Flags, names, seeds and the study loop's numbers: refused now, not mid-sweep (fuzzed)."""
+    for key in FLAGS:
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+    for key in NAMES:
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{key} must be a non-empty name, got {value!r}")
+    for key in ("seed", "data.seed"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and (not _is_int(value) or not 0 <= value < 2**32):
+            raise ConfigError(f"{key} must be an integer from 0 to 2**32-1, got {value!r}")
+    for key in ("search.heartbeat_interval", "search.grace_period"):
+        positive_int(cfg, key)
+    failures = OmegaConf.select(cfg, "search.max_failed_trials")
+    if not _is_int(failures) or failures < 0:
+        raise ConfigError(
+            f"search.max_failed_trials must be 0 (no limit) or more, got {failures!r}"
+        )
+    if OmegaConf.select(cfg, "trainer.threads") is not None:
+        positive_int(cfg, "trainer.threads")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_search_plan(cfg: DictConfig) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,12 @@ def parse_space(space: DictConfig | dict | None, cfg: DictConfig | None = None) 
             raise ConfigError(
                 f"search.space.{key}: cannot parse {expr!r}: {first_line(exc)}"
             ) from exc
-        dists[key] = to_distribution(override)
+        try:
+            dists[key] = to_distribution(override)
+        except ConfigError:
+            raise
+        except (ValueError, TypeError, OverflowError) as exc:  # Optuna's checks of the bounds
+            raise ConfigError(f"search.space.{key}: {first_line(exc)}") from exc
     return Space(dists, _branches(when, dists, cfg))
 
 
@@ -154,6 +160,7 @@ def to_distribution(override: Override) -> BaseDistribution:
         choices = [c for c in override.sweep_iterator(transformer=lambda x: x)]
         return CategoricalDistribution(choices)
     if isinstance(value, RangeSweep):
+        range_size(key, value)
         # Hydra's range(a, b) excludes b; Optuna's int bounds include it.
         if value.step > 0 and all(
             isinstance(v, int) for v in (value.start, value.stop, value.step)
@@ -164,6 +171,8 @@ def to_distribution(override: Override) -> BaseDistribution:
         return CategoricalDistribution(list(override.sweep_iterator(transformer=lambda x: x)))
     if isinstance(value, IntervalSweep):
         log = "log" in value.tags
+        if not all(math.isfinite(v) for v in (value.start, value.end)):
+            raise ConfigError(f"search.space.{key}: interval bounds must be finite numbers")
         if value.start >= value.end:
             raise ConfigError(
                 f"search.space.{key}: interval needs low < high, got {value.start}, {value.end}"
@@ -176,6 +185,23 @@ def to_distribution(override: Override) -> BaseDistribution:
     raise ConfigError(
         f"search.space.{key}: unsupported sweep {override.get_value_element_as_str()!r}"
     )
+
+
+MAX_RANGE = 10_000  # a range is listed value by value; range(0, 1e18, 0.5) would never end
+
+
+def range_size(key: str, value: RangeSweep) -> int:
+    """How many values range(start, stop, step) yields; refused when none, or too many to list."""
+    try:
+        count = math.ceil((value.stop - value.start) / value.step)
+    except (ZeroDivisionError, TypeError, ValueError, OverflowError):
+        count = 0
+    if not 0 < count <= MAX_RANGE:
+        raise ConfigError(
+            f"search.space.{key}: range({value.start}, {value.stop}, {value.step}) yields "
+            f"{max(count, 0)} values; it needs 1 to {MAX_RANGE}"
+        )
+    return count
 
 
 # The study's objective when search.objectives is null, by the data's task.

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
@@ -78,7 +79,7 @@ def make_storage(
     else:
         kwargs = {"pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(
+        storage = optuna.storages.RDBStorage(
             url,
             engine_kwargs=kwargs,
             heartbeat_interval=cfg.search.heartbeat_interval,
@@ -87,6 +88,29 @@ def make_storage(
         )
     except Exception as exc:  # sqlalchemy's errors name the engine, not the key
         raise ConfigError(f"search.storage={mask_url(url)}: {first_line(exc)}") from exc
+    if not url.startswith("sqlite:"):
+        sqlalchemy.event.listen(storage.engine, "do_connect", _connect_patiently)
+    return storage
+
+
+RECONNECT_SECONDS = 300  # how long a worker waits for a restarted database server
+
+
+def _connect_patiently(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+    """Connect, retrying with backoff while the database restarts (1, 2, 4 .. 15 s, ~5 min).
+
+    With pool_pre_ping, every call after a restart reconnects here first, so a worker waits
+    for its storage instead of failing its trial with Optuna's StorageInternalError.
+    """
+    deadline, delay = time.monotonic() + RECONNECT_SECONDS, 1.0
+    while True:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except dialect.loaded_dbapi.OperationalError:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 15.0)
 
 
 def _on_stale_trial(tracker: Tracker | NullTracker | None):  # noqa: ANN202
@@ -120,21 +144,36 @@ def open_sweep(cfg: DictConfig, overrides: Sequence[str] = ()) -> Sweep:
     return sweep
 
 
+# Tables only MLflow's store has (Optuna's has `studies`, `trials`): both keep `alembic_version`.
+MLFLOW_TABLES = {"experiments", "runs", "metrics"}
+
+
 def check_storage(url: str) -> None:
-    """Connect once to a server-backed storage, so an unreachable one fails before any write."""
-    if url.startswith("sqlite:"):
-        return
+    """Connect once before any write: an unreachable storage, or MLflow's database, is one line.
+
+    Both stores are SQLAlchemy URLs, so pointing the study at the tracking database is an easy
+    slip; Optuna would then fail on the shared `alembic_version` table with a schema message.
+    """
     import sqlalchemy
 
-    engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
+    if url.startswith("sqlite:"):
+        if not Path(sqlite_path(url)).is_file():
+            return  # made fresh by the study
+        engine = sqlalchemy.create_engine(url)
+    else:
+        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
+    where = mask_url(url)
     try:
-        with engine.connect():
-            pass
+        tables = set(sqlalchemy.inspect(engine).get_table_names())
     except Exception as exc:
-        where = mask_url(url)
         raise ConfigError(f"search.storage={where} is unreachable: {first_line(exc)}") from exc
     finally:
         engine.dispose()
+    if tables >= MLFLOW_TABLES and "studies" not in tables:
+        raise ConfigError(
+            f"search.storage={where} is MLflow's tracking database; give the study its own "
+            "database (e.g. `createdb sweep_optuna`, or the default sqlite:///<store>/optuna.db)"
+        )
 
 
 def check_sampler_on_shared_storage(cfg: DictConfig) -> None:
@@ -166,21 +205,55 @@ def check_one_host(url: str, study: optuna.Study, created: bool) -> None:
 
 @contextlib.contextmanager
 def setup_lock(cfg: DictConfig) -> Iterator[None]:
-    """Serialise store creation among workers on this machine.
+    """Serialise store creation among workers: on this machine, and on a PostgreSQL storage.
 
-    Two processes creating a fresh SQLite store at once race on its schema migration; a file
-    lock under paths.store makes the first one create it and the others wait, then join.
+    Two processes creating fresh stores at once race on their schema migrations; the first one
+    to take the lock creates the stores, the study and its parent run, the others then join.
     """
+    with _file_lock(cfg.paths.store), _database_lock(cfg.search.storage):
+        yield
+
+
+@contextlib.contextmanager
+def _file_lock(folder: str) -> Iterator[None]:
+    """A lock file under paths.store: workers of this machine, whatever their storage."""
     import fcntl
 
-    os.makedirs(cfg.paths.store, exist_ok=True)  # absent when both stores are remote
-    path = os.path.join(cfg.paths.store, ".setup.lock")
-    with open(path, "a") as handle:
+    os.makedirs(folder, exist_ok=True)  # absent when both stores are remote
+    with open(os.path.join(folder, ".setup.lock"), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+SETUP_LOCK_KEY = 0x5EEB  # pg_advisory_lock's key for the setup of any study in that database
+
+
+@contextlib.contextmanager
+def _database_lock(url: str) -> Iterator[None]:
+    """A PostgreSQL advisory lock: workers on different hosts share the database, not a disk.
+
+    Without it, N workers on a fresh database race in Optuna's CREATE TABLEs (PostgreSQL's
+    catalog is not safe for concurrent CREATE ... IF NOT EXISTS). Held on its own connection;
+    released with it if the worker dies.
+    """
+    if not url.startswith("postgresql"):
+        yield
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as con:
+            con.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": SETUP_LOCK_KEY})
+            try:
+                yield
+            finally:
+                con.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": SETUP_LOCK_KEY})
+    finally:
+        engine.dispose()
 
 
 def close_orphan_runs(sweep: Sweep) -> None:

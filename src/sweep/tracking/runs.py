@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+# A tracking server restarted mid-sweep: MLflow's default 7 retries back off 2, 4, .. 120 s
+# (~4 min) before a call fails; a server down at start is refused in 5 s by check_reachable.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # one line per trial
 

@@ -169,10 +169,10 @@ def check_storage(url: str) -> None:
         raise ConfigError(f"search.storage={where} is unreachable: {first_line(exc)}") from exc
     finally:
         engine.dispose()
-    if tables >= MLFLOW_TABLES and "studies" not in tables:
+    own = "e.g. `createdb sweep_optuna`, or the default sqlite:///<store>/optuna.db"
+    if tables >= MLFLOW_TABLES and "studies" not in tables:  # a likely slip: both are SQL URLs
         raise ConfigError(
-            f"search.storage={where} is MLflow's tracking database; give the study its own "
-            "database (e.g. `createdb sweep_optuna`, or the default sqlite:///<store>/optuna.db)"
+            f"search.storage={where} is MLflow's tracking database; use its own ({own})"
         )
 
 

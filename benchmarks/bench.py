@@ -185,14 +185,22 @@ def bench_fit(
     }
     if xla:
         runs["xla"] = lambda s: time_loop(s, data, epochs, bs, True)
-    out: dict[str, list[float]] = {f"{k}_{m}": [] for k in runs for m in ("s", "mse")}
+    return rotated(runs, seeds, "fit", "mse")
+
+
+def rotated(
+    runs: dict[str, Callable[[int], tuple[float, float]]], seeds: int, part: str, metric: str
+) -> dict[str, list[float]]:
+    """Every contestant once per seed, in a rotating order, so a machine's drift favours none:
+    `<name>_s` (seconds) and `<name>_<metric>` lists."""
+    out: dict[str, list[float]] = {f"{k}_{m}": [] for k in runs for m in ("s", metric)}
     names = list(runs)
     for seed in range(seeds):
         for name in names[seed % len(names) :] + names[: seed % len(names)]:
-            seconds, mse = runs[name](seed)
+            seconds, value = runs[name](seed)
             out[f"{name}_s"].append(seconds)
-            out[f"{name}_mse"].append(mse)
-            say(f"  fit part: seed {seed} {name:<4s} {seconds:6.2f} s  train MSE {mse:.4f}")
+            out[f"{name}_{metric}"].append(value)
+            say(f"  {part} part: seed {seed} {name:<4s} {seconds:6.2f} s  {metric} {value:.4f}")
     return out
 
 
@@ -581,14 +589,11 @@ def bench_digits(
     cfg = compose_cfg(store, *overrides, "data=digits")
     configure_tensorflow(cfg.trainer.threads, cfg.trainer.deterministic)
     data, bs = dataset_for(cfg), cfg.trainer.batch_size
-    out: dict[str, list[float]] = {k: [] for k in ("fit_s", "fit_acc", "loop_s", "loop_acc")}
-    for seed in range(seeds):
-        for name in ("fit", "loop") if seed % 2 == 0 else ("loop", "fit"):
-            seconds, accuracy = time_digits(seed, data, epochs, bs, name == "loop")
-            out[f"{name}_s"].append(seconds)
-            out[f"{name}_acc"].append(accuracy)
-            say(f"  digits part: seed {seed} {name:<4s} {seconds:6.2f} s  val acc {accuracy:.4f}")
-    return out
+    runs = {
+        "fit": lambda seed: time_digits(seed, data, epochs, bs, False),
+        "loop": lambda seed: time_digits(seed, data, epochs, bs, True),
+    }
+    return rotated(runs, seeds, "digits", "acc")
 
 
 def digits_section(r: dict[str, list[float]], epochs: int) -> Section:

@@ -362,7 +362,8 @@ def test_a_password_with_colon_quote_and_query_reaches_no_output_and_no_store(pg
     )
     store = tmp_path / "store"
     env = {**clean_env(), "SWEEP_STORAGE": storage}  # the documented way: no password typed
-    args = ("experiment=tiny", "search.n_trials=3", f"paths.store={store}")
+    # its own study: the module's other tests left theirs in this database
+    args = ("experiment=tiny", "search.n_trials=3", "search.study_name=pw", f"paths.store={store}")
     out = sweep_cmd("sweep", "search=shared", *args, env=env)
     assert out.returncode == 0, out.stderr
     # Hydra's grammar takes no quote and no second '=' unquoted on a command line
@@ -374,7 +375,7 @@ def test_a_password_with_colon_quote_and_query_reaches_no_output_and_no_store(pg
         p.read_bytes().decode("latin-1") for p in store.rglob("*") if p.is_file()
     )  # the MLflow database (and its WAL), every artifact: configs, records, models, plots
     study_db = _database_text(storage)
-    assert "sweep-sine-mlp" in files and "sine-mlp" in study_db  # the grep looked where it should
+    assert "sweep-pw" in files and "pw" in study_db  # the grep looked where it should
     for word in (secret, query_secret, secret.split(":")[1], secret.split("'")[1]):
         for where, text in (("output", printed), ("MLflow store", files), ("study", study_db)):
             assert word not in text, f"{word!r} in the {where}"

@@ -96,6 +96,12 @@ def test_workers_started_at_once_on_separate_hosts_make_one_study(pg, tmp_path):
         assert not list(Path(tmp_path / f"w{i}").glob("*.db"))  # no local store was used
 
 
+def not_the_services_fault(reason: str) -> bool:
+    """A trial may fail for its own reasons (SGD diverging at a high rate) or be given back by a
+    worker that asked at the same moment as another ("surplus"); never for the outage."""
+    return reason.startswith(("surplus", "loss diverged"))
+
+
 @pytest.mark.slow
 def test_a_tracking_server_restarted_mid_sweep_loses_nothing(pg, tmp_path):  # noqa: F811
     """Two workers; the server is killed while trials run and comes back on the same port
@@ -103,7 +109,9 @@ def test_a_tracking_server_restarted_mid_sweep_loses_nothing(pg, tmp_path):  # n
     port = _free_port()
     servers = [start_server(pg.url("mlflow"), port, tmp_path / "s1")]
     store = tmp_path / "store"
+    # its own experiment: this module's other tests log to the same MLflow database
     args = [*FAST, "search.jobs=2", "search.n_trials=6", "trainer.epochs=60"]
+    args += ["tracking.experiment=restart"]
     proc = _popen(store, *args, f"tracking.uri={servers[0].url}", merge=True)
     try:
         _wait_for_running_trial(store, after=1)
@@ -117,7 +125,7 @@ def test_a_tracking_server_restarted_mid_sweep_loses_nothing(pg, tmp_path):  # n
         downtime = time.monotonic() - down
         out, _ = proc.communicate(timeout=600)
         client = MlflowClient(servers[1].url)
-        runs = client.search_runs([client.get_experiment_by_name("sine").experiment_id])
+        runs = client.search_runs([client.get_experiment_by_name("restart").experiment_id])
     finally:
         for p in (proc, *(s.proc for s in servers)):
             stop(p, grace=30)
@@ -127,14 +135,16 @@ def test_a_tracking_server_restarted_mid_sweep_loses_nothing(pg, tmp_path):  # n
     assert states.count("COMPLETE") + states.count("PRUNED") == 6, states
     assert "RUNNING" not in states, states
     failed = [t.user_attrs for t in study.trials if t.state.name == "FAIL"]
-    assert all(a.get("fail_reason", "").startswith("surplus") for a in failed), failed
+    assert all(not_the_services_fault(a.get("fail_reason", "")) for a in failed), failed
     assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
     assert len([r for r in runs if r.data.tags.get("sweep.kind") == "sweep"]) == 1
     by_id = {r.info.run_id: r for r in runs}
-    for t in study.trials:  # every finished trial's record is complete: metrics and status
+    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    for t in finished:  # every finished trial's record is complete: metrics and status
         run = by_id[t.user_attrs["mlflow_run_id"]]
         assert run.info.status in ("FINISHED", "KILLED") and "val_mse" in run.data.metrics
-    assert len(runs) == 7, [r.info.run_name for r in runs]  # no retried write made a run twice
+    with_runs = [t for t in study.trials if "mlflow_run_id" in t.user_attrs]
+    assert len(runs) == len(with_runs) + 1, [r.info.run_name for r in runs]  # none made twice
     print(f"server down {downtime:.0f} s")
 
 
@@ -204,7 +214,7 @@ def test_postgres_restarted_mid_sweep_loses_nothing(private_pg, tmp_path):
     states = [t.state.name for t in study.trials]
     assert states.count("COMPLETE") + states.count("PRUNED") == 6, states
     failed = [t.user_attrs for t in study.trials if t.state.name == "FAIL"]
-    assert all(a.get("fail_reason", "").startswith("surplus") for a in failed), failed
+    assert all(not_the_services_fault(a.get("fail_reason", "")) for a in failed), failed
     client = MlflowClient(f"sqlite:///{store}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("sine").experiment_id])
     assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]

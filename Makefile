@@ -46,7 +46,7 @@ dashboard: $(STAMP) ## optuna-dashboard on the study's storage on 127.0.0.1 (POR
 report: $(STAMP) ## Self-contained HTML report of a study (STUDY=name), logged to its parent run
 	@$(PY) -m sweep report $(if $(STUDY),search.study_name=$(call q,$(STUDY))) $(ARGS)
 
-predict: $(STAMP) ## Predict sin(x) with the registered champion model (ARGS="--x 0.5 1.0")
+predict: $(STAMP) ## Predictions of the registered champion model (ARGS="--x 0.5 1.0", or "--csv FILE" for N-D inputs)
 	@$(PY) -m sweep predict $(ARGS)
 
 rerun: $(STAMP) ## Train run RUN_ID again from its MLflow record alone; compare every metric (TOL=rel. tolerance)
@@ -61,7 +61,7 @@ test: $(STAMP) ## The whole test suite (what CI runs)
 test-fast: $(STAMP) ## The tests not marked slow, for quick iteration
 	$(PY) -m pytest -m "not slow"
 
-bench: $(STAMP) ## Measure the speed targets (fit vs loop, trial overhead, 1 vs 2 workers, memory); ARGS="--only fit --seeds 2"
+bench: $(STAMP) ## Measure speed and search quality (fit vs loop, trial overhead, workers, memory, digits, samplers); ARGS="--only fit --seeds 2"
 	@$(PY) benchmarks/bench.py $(ARGS)
 
 lint: $(STAMP) ## ruff lint and format check

@@ -364,7 +364,7 @@ def _parent_run(
             "sweep.kind": "sweep",
             "sweep.storage": mask_url(cfg.search.storage),
         }
-        parent = tracker.create_run(f"sweep-{study.study_name}", tags=tags)
+        parent = tracker.start_run(f"sweep-{study.study_name}", tags=tags)
         # The UI's columns: every key a trial may sample, though a branch's are absent in some.
         names = ",".join(name for name, _ in objectives(cfg))
         parent.log_params(

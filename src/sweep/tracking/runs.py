@@ -197,11 +197,7 @@ class Run:
                 self._metrics = self._metrics[n:]
             self.flush()
         finally:
-            active = mlflow.active_run()
-            if active is not None and active.info.run_id == self.run_id:
-                mlflow.end_run(status=status)
-            else:
-                self.client.set_terminated(self.run_id, status)
+            self.client.set_terminated(self.run_id, status)
 
 
 class NullRun(Run):
@@ -303,13 +299,6 @@ class Tracker:
         info = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info
         return Run(self.client, info.run_id)
 
-    def create_run(self, name: str, tags: dict | None = None) -> Run:
-        """A run that is not made active: the sweep's parent, shared by every worker."""
-        if self.experiment_id is None:
-            self.setup()
-        info = self.client.create_run(self.experiment_id, tags=str_tags(tags), run_name=name).info
-        return Run(self.client, info.run_id)
-
     def open_run(self, run_id: str) -> Run:
         """Handle on an existing run (a parent reopened by a resumed sweep or another worker)."""
         return Run(self.client, run_id)
@@ -353,9 +342,6 @@ class NullTracker:
     def start_run(
         self, name: str, parent_run_id: str | None = None, tags: dict | None = None
     ) -> Run:
-        return NullRun()
-
-    def create_run(self, name: str, tags: dict | None = None) -> Run:
         return NullRun()
 
     def open_run(self, run_id: str) -> Run:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
@@ -13,7 +14,7 @@ from optuna.trial import TrialState
 
 from sweep.objects import build
 from sweep.training import EpochLog, StopTraining
-from sweep.worker import pruning_hook
+from sweep.pruning import Pruning
 
 GOOD = [0.50, 0.30, 0.20, 0.15, 0.12, 0.10]
 BAD = [0.90, 0.90, 0.90, 0.90, 0.90, 0.90]
@@ -28,14 +29,16 @@ def pruner_from(cfg: DictConfig) -> optuna.pruners.BasePruner:
 def run_through_hook(study: optuna.Study, losses: Sequence[float]) -> tuple[TrialState, int]:
     """Feed per-epoch val losses to the worker's pruning hook, as train() does; state and epochs."""
     trial = study.ask()
-    hook = pruning_hook(trial)
+    hook = Pruning(study, trial)
     for epoch, loss in enumerate(losses, start=1):
         try:
             hook(EpochLog(epoch, train_loss=loss, val_loss=loss))
         except StopTraining as stop:
             assert str(stop) == f"pruned at epoch {epoch}"
+            hook.flush()
             study.tell(trial, state=TrialState.PRUNED)
             return TrialState.PRUNED, epoch
+    hook.flush()
     study.tell(trial, losses[-1])
     return TrialState.COMPLETE, len(losses)
 
@@ -86,3 +89,53 @@ def test_the_shared_sweep_prunes_through_the_real_worker(tiny_sweep_store: Path)
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
         assert steps == sorted(trial.intermediate_values) == list(range(1, len(steps) + 1))
         assert len(steps) < epochs
+
+
+def optunas_own_calls(study: optuna.Study, losses: Sequence[float]) -> tuple[TrialState, int]:
+    """The same trial through Optuna's per-epoch `report` + `should_prune`: the reference."""
+    trial = study.ask()
+    for epoch, loss in enumerate(losses, start=1):
+        trial.report(loss, epoch)
+        if trial.should_prune():
+            study.tell(trial, state=TrialState.PRUNED)
+            return TrialState.PRUNED, epoch
+    study.tell(trial, losses[-1])
+    return TrialState.COMPLETE, len(losses)
+
+
+@pytest.mark.parametrize(
+    "make_pruner",
+    [
+        lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+        lambda: optuna.pruners.PercentilePruner(40.0, n_startup_trials=2),
+        lambda: optuna.pruners.ThresholdPruner(upper=0.6),
+        lambda: optuna.pruners.PatientPruner(optuna.pruners.MedianPruner(2, 1), patience=1),
+        lambda: optuna.pruners.WilcoxonPruner(p_threshold=0.2, n_startup_steps=2),
+        lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2),
+    ],
+    ids=["median", "percentile", "threshold", "patient", "wilcoxon", "halving"],
+)
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_pruning_decides_and_stores_as_optunas_own_per_epoch_calls(tmp_path, make_pruner):
+    """The fast path (a snapshot, values written in one transaction) changes nothing Optuna sees:
+    same states, same pruning epochs, same stored intermediate values, on a real SQLite study."""
+    rng = np.random.default_rng(7)
+    curves = [list(np.cumprod(rng.uniform(0.55, 1.05, size=8))) for _ in range(12)]
+
+    def study(name: str) -> optuna.Study:
+        storage = f"sqlite:///{tmp_path}/{name}.db"
+        return optuna.create_study(storage=storage, pruner=make_pruner())
+
+    ours, theirs = study("ours"), study("theirs")
+    for curve in curves:
+        assert run_through_hook(ours, curve) == optunas_own_calls(theirs, curve)
+    for a, b in zip(ours.trials, theirs.trials, strict=True):
+        assert (a.state, a.intermediate_values, a.value) == (b.state, b.intermediate_values, b.value)
+    assert any(t.state == TrialState.PRUNED for t in ours.trials), "no trial was pruned"
+
+
+def test_a_pruner_that_writes_as_it_decides_keeps_optunas_per_epoch_calls(tmp_path):
+    study = optuna.create_study(pruner=optuna.pruners.HyperbandPruner())
+    assert not Pruning(study, study.ask()).fast
+    study = optuna.create_study(pruner=optuna.pruners.MedianPruner())
+    assert Pruning(study, study.ask()).fast

@@ -11,7 +11,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep import console, plots
 from sweep.budget import STOPPED_ATTR
-from sweep.pareto import LOSSES_ATTR, front, front_rows
+from sweep.pareto import front, front_rows
+from sweep.pruning import LOSSES_ATTR
 from sweep.registry import register_champion, register_front
 from sweep.search import objectives
 from sweep.study import FINISHED, RUN_ATTR, Sweep, best_trial, counts

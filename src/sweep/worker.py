@@ -8,7 +8,6 @@ finished trials; heartbeats let a dead worker's trial be failed and its slot giv
 from __future__ import annotations
 
 import contextlib
-import math
 import multiprocessing
 import os
 import signal
@@ -26,8 +25,8 @@ from optuna.trial import TrialState
 from sweep import budget, interrupt
 from sweep.config import mask_text
 from sweep.errors import EXIT_INTERRUPTED, Diverged, SweepError, first_line
-from sweep.pareto import median_rule
 from sweep.progress import Lines, Live, Silent, View
+from sweep.pruning import Pruning
 from sweep.search import apply_params, objectives, sample
 from sweep.study import MLFLOW_STATUS, RUN_ATTR, Sweep, counts, failed_trials
 from sweep.tracking import tracked_run, warm_up, write_in_background
@@ -111,7 +110,7 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, view: View | None = None) -> Tr
     start = time.perf_counter()
     cfg = apply_params(sweep.cfg, trial.params)
     view = view or Lines()
-    prune = pruning_hook(trial) if len(sweep.study.directions) == 1 else median_rule(sweep, trial)
+    prune = Pruning(sweep.study, trial, sweep.cfg.search.pruner)
     hooks = [interrupt.check, prune, *view.hooks(trial.number, cfg.trainer.epochs)]
     try:
         with (
@@ -121,6 +120,7 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, view: View | None = None) -> Tr
             if run.run_id:
                 trial.set_user_attr(RUN_ATTR, run.run_id)
             result = execute(cfg, run, sweep.overrides, hooks)
+            prune.flush()  # the trial's values stored before it is told
             outcome = Outcome.of(result, [name for name, _ in objectives(cfg)])
             run.close_as(MLFLOW_STATUS[outcome.state], {"sweep.state": outcome.state.name})
     except Diverged as exc:
@@ -182,19 +182,6 @@ def retry_later(study: optuna.Study, trial: optuna.Trial) -> None:
     """Enqueue an interrupted trial's parameters, so a resumed study still evaluates them."""
     attrs = {k: v for k, v in trial.user_attrs.items() if k == "baseline"}
     study.enqueue_trial(trial.params, user_attrs={**attrs, "retry_of": trial.number})
-
-
-def pruning_hook(trial: optuna.Trial):  # noqa: ANN201
-    """Report validation loss each epoch; stop training when the pruner says so."""
-    from sweep.training import StopTraining
-
-    def hook(log: Any) -> None:
-        if math.isfinite(log.val_loss):
-            trial.report(log.val_loss, log.epoch)
-            if trial.should_prune():
-                raise StopTraining(f"pruned at epoch {log.epoch}")
-
-    return hook
 
 
 def heartbeat_interval(study: optuna.Study) -> int:

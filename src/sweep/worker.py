@@ -221,40 +221,68 @@ class heartbeat:  # noqa: N801 - used as a context manager, reads like one
 
 
 def run_workers(sweep: Sweep, jobs: int, view: View | None = None) -> None:
-    """Run the study here (one worker) or in `jobs` spawned worker processes."""
+    """Run the study with `jobs` workers: this process is one, `jobs - 1` spawned processes
+    the others (started first, so their start-up overlaps this one's first trial)."""
+    view = view or Lines()
     if jobs <= 1:
         run_worker(sweep, view)
-    else:
-        run_processes(sweep.cfg, sweep.overrides, jobs, view)
+        return
+    procs = start_processes(sweep.cfg, sweep.overrides, jobs, view)
+    cores = os.sched_getaffinity(0)
+    threads = pin_worker(0, jobs)
+    if threads and sweep.cfg.trainer.threads is None:
+        sweep.cfg.trainer.threads = threads
+    try:
+        run_worker(sweep, Lines("[w0] ") if type(view) is Lines else view)
+    except KeyboardInterrupt:
+        stop_processes(procs)
+        wait_processes(procs, view)
+        raise
+    except BaseException:
+        stop_processes(procs)
+        raise
+    finally:
+        os.sched_setaffinity(0, cores)  # the summary (and a caller's later work) use them all
+    wait_processes(procs, view)
 
 
-def run_processes(
+def start_processes(
     cfg: DictConfig, overrides: Sequence[str], jobs: int, view: View | None = None
-) -> None:
-    """Start `jobs` worker processes on the same study and parent run; wait for all of them.
+) -> list[multiprocessing.Process]:
+    """Spawn workers 1 .. jobs-1 on the same study and parent run (worker 0 is the caller).
 
-    A stop request (Ctrl-C, or SIGTERM sent to this process alone, as a scheduler does) is
-    passed on to every worker, which closes its trial and exits. With a live `view` here, the
-    workers print no trial lines: the view, fed from the study, shows them all.
+    With a live `view` here, they print no trial lines: the view, fed from the study, shows
+    them all.
     """
     ctx = multiprocessing.get_context("spawn")
     live = isinstance(view, Live)
     data = OmegaConf.to_container(cfg, resolve=True)
     procs = [
         ctx.Process(target=_worker_process, args=(data, list(overrides), i, jobs, live))
-        for i in range(jobs)
+        for i in range(1, jobs)
     ]
     for p in procs:
         p.start()
+    return procs
+
+
+def stop_processes(procs: Sequence[multiprocessing.Process]) -> None:
+    """Pass a stop request on (SIGINT): each worker closes its trial and exits."""
+    for p in procs:
+        if p.is_alive():
+            os.kill(p.pid, signal.SIGINT)
+
+
+def wait_processes(procs: Sequence[multiprocessing.Process], view: View | None = None) -> None:
+    """Wait for the spawned workers, forwarding a stop request (Ctrl-C, or SIGTERM sent to
+    this process alone, as a scheduler does); one error line if any of them failed."""
     forwarded = False
     while any(p.is_alive() for p in procs):
         time.sleep(0.2)
         if view is not None:
             view.poll()
         if interrupt.requested() and not forwarded:
-            for p in procs:
-                if p.is_alive():
-                    os.kill(p.pid, signal.SIGINT)
+            stop_processes(procs)
             forwarded = True
     interrupt.check()
     bad = [p.exitcode for p in procs if p.exitcode not in (0, None)]

@@ -114,21 +114,23 @@ def sweep(
     A study stopped early (Ctrl-C, too many failures) says where it stands and raises; its
     owner also closes the parent run, while a joining worker (`owner=False`) leaves it open.
     """
-    from sweep.progress import open_view
+    from sweep.progress import is_live, open_view
     from sweep.study import announce, open_sweep
     from sweep.summary import stopped, summarize, summary_text
-    from sweep.worker import run_workers
+    from sweep.worker import Helpers, run_workers
 
     cfg = compose(*overrides) if cfg is None else cfg
-    opened = open_sweep(cfg, overrides)
-    console.say(announce(opened))
-    try:
-        with contextlib.closing(open_view(opened)) as view:
-            run_workers(opened, cfg.search.jobs if jobs is None else jobs, view)
-    except (KeyboardInterrupt, SweepError) as exc:
-        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped"
-        console.say(stopped(opened, why, close_parent=owner))
-        raise
+    jobs = cfg.search.jobs if jobs is None else jobs
+    with Helpers(cfg, overrides, jobs, is_live()) as helpers:
+        opened = open_sweep(cfg, overrides)
+        console.say(announce(opened))
+        try:
+            with contextlib.closing(open_view(opened)) as view:
+                run_workers(opened, helpers, view)
+        except (KeyboardInterrupt, SweepError) as exc:
+            why = "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped"
+            console.say(stopped(opened, why, close_parent=owner))
+            raise
     summary = summarize(opened)
     console.say(summary_text(summary))
     return SweepResult(opened.study, opened.parent_run_id, summary)

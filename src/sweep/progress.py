@@ -245,8 +245,13 @@ class Live:
             self.drawn = 0
 
 
+def is_live() -> bool:
+    """Whether a sweep here shows the live view: stdout is a terminal."""
+    return sys.stdout.isatty()
+
+
 def open_view(sweep: Sweep) -> View:
     """The live view when stdout is a terminal, else one line per trial (CI and logs read them)."""
-    if sys.stdout.isatty():
+    if is_live():
         return Live(sweep.study, sweep.cfg.search.n_trials, sweep.cfg.trainer.epochs)
     return Lines()

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from sweep import budget, interrupt
 from sweep.config import mask_text
 from sweep.errors import EXIT_INTERRUPTED, Diverged, SweepError, first_line
-from sweep.progress import Lines, Live, Silent, View
+from sweep.progress import Lines, Silent, View
 from sweep.pruning import Pruning
 from sweep.search import apply_params, objectives, sample
 from sweep.study import MLFLOW_STATUS, RUN_ATTR, Sweep, counts, failed_trials
@@ -220,80 +220,95 @@ class heartbeat:  # noqa: N801 - used as a context manager, reads like one
         self.stop.set()
 
 
-def run_workers(sweep: Sweep, jobs: int, view: View | None = None) -> None:
-    """Run the study with `jobs` workers: this process is one, `jobs - 1` spawned processes
-    the others (started first, so their start-up overlaps this one's first trial)."""
+class Helpers:
+    """Workers 1 .. jobs-1 of a sweep, spawned before the study is opened: they import
+    TensorFlow and MLflow while this process (worker 0) opens the stores, and wait for `go()`
+    before touching them, so a sweep that fails to open leaves them nothing to do.
+
+    Use as a context manager: leaving it before `go()` stops them; `join()` waits for them.
+    """
+
+    def __init__(self, cfg: DictConfig, overrides: Sequence[str], jobs: int, live: bool) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.jobs = max(jobs, 1)
+        # One worker needs no event (a multiprocessing one starts Python's resource tracker).
+        self.ready = ctx.Event() if self.jobs > 1 else threading.Event()
+        data = OmegaConf.to_container(cfg, resolve=True)
+        self.procs = [
+            ctx.Process(
+                target=_worker_process, args=(data, list(overrides), i, self.jobs, live, self.ready)
+            )
+            for i in range(1, self.jobs)
+        ]
+        for p in self.procs:
+            p.start()
+
+    def __enter__(self) -> Helpers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.ready.is_set():  # the sweep never opened: nothing of theirs to close
+            for p in self.procs:
+                p.kill()
+                p.join()
+
+    def go(self) -> None:
+        self.ready.set()
+
+    def stop(self) -> None:
+        """Pass a stop request on (SIGINT): each worker closes its trial and exits."""
+        for p in self.procs:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGINT)
+
+    def join(self, view: View | None = None) -> None:
+        """Wait for them, forwarding a stop request (Ctrl-C, or SIGTERM sent to this process
+        alone, as a scheduler does); one error line if any of them failed."""
+        forwarded = False
+        while any(p.is_alive() for p in self.procs):
+            time.sleep(0.2)
+            if view is not None:
+                view.poll()
+            if interrupt.requested() and not forwarded:
+                self.stop()
+                forwarded = True
+        interrupt.check()
+        bad = [p.exitcode for p in self.procs if p.exitcode not in (0, None)]
+        if bad:
+            raise SweepError(
+                f"{len(bad)} worker(s) failed (exit codes {bad}); see their output above"
+            )
+
+
+def run_workers(sweep: Sweep, helpers: Helpers, view: View | None = None) -> None:
+    """Run the study here as worker 0 while `helpers` (started earlier) run it beside."""
     view = view or Lines()
-    if jobs <= 1:
+    helpers.go()
+    if not helpers.procs:
         run_worker(sweep, view)
         return
-    procs = start_processes(sweep.cfg, sweep.overrides, jobs, view)
     cores = os.sched_getaffinity(0)
-    threads = pin_worker(0, jobs)
+    threads = pin_worker(0, helpers.jobs)
     if threads and sweep.cfg.trainer.threads is None:
         sweep.cfg.trainer.threads = threads
     try:
         run_worker(sweep, Lines("[w0] ") if type(view) is Lines else view)
     except KeyboardInterrupt:
-        stop_processes(procs)
-        wait_processes(procs, view)
+        helpers.stop()
+        helpers.join(view)
         raise
     except BaseException:
-        stop_processes(procs)
+        helpers.stop()
         raise
     finally:
         os.sched_setaffinity(0, cores)  # the summary (and a caller's later work) use them all
-    wait_processes(procs, view)
-
-
-def start_processes(
-    cfg: DictConfig, overrides: Sequence[str], jobs: int, view: View | None = None
-) -> list[multiprocessing.Process]:
-    """Spawn workers 1 .. jobs-1 on the same study and parent run (worker 0 is the caller).
-
-    With a live `view` here, they print no trial lines: the view, fed from the study, shows
-    them all.
-    """
-    ctx = multiprocessing.get_context("spawn")
-    live = isinstance(view, Live)
-    data = OmegaConf.to_container(cfg, resolve=True)
-    procs = [
-        ctx.Process(target=_worker_process, args=(data, list(overrides), i, jobs, live))
-        for i in range(1, jobs)
-    ]
-    for p in procs:
-        p.start()
-    return procs
-
-
-def stop_processes(procs: Sequence[multiprocessing.Process]) -> None:
-    """Pass a stop request on (SIGINT): each worker closes its trial and exits."""
-    for p in procs:
-        if p.is_alive():
-            os.kill(p.pid, signal.SIGINT)
-
-
-def wait_processes(procs: Sequence[multiprocessing.Process], view: View | None = None) -> None:
-    """Wait for the spawned workers, forwarding a stop request (Ctrl-C, or SIGTERM sent to
-    this process alone, as a scheduler does); one error line if any of them failed."""
-    forwarded = False
-    while any(p.is_alive() for p in procs):
-        time.sleep(0.2)
-        if view is not None:
-            view.poll()
-        if interrupt.requested() and not forwarded:
-            stop_processes(procs)
-            forwarded = True
-    interrupt.check()
-    bad = [p.exitcode for p in procs if p.exitcode not in (0, None)]
-    if bad:
-        raise SweepError(f"{len(bad)} worker(s) failed (exit codes {bad}); see their output above")
+    helpers.join(view)
 
 
 def _worker_process(
-    data: dict, overrides: list[str], index: int, jobs: int, live: bool = False
+    data: dict, overrides: list[str], index: int, jobs: int, live: bool, ready: Any
 ) -> None:
-    """Entry of one spawned worker: pinned to its cores, its own TensorFlow threads."""
+    """Entry of one spawned worker: pinned to its cores, warmed up, then on the study."""
     from sweep.study import open_sweep
 
     interrupt.install()
@@ -301,6 +316,10 @@ def _worker_process(
     threads = pin_worker(index, jobs)
     if threads and cfg.trainer.threads is None:
         cfg.trainer.threads = threads
+    warm_up()  # TensorFlow and MLflow's model code, while worker 0 opens the stores
+    while not ready.wait(0.2):
+        if interrupt.requested():
+            sys.exit(EXIT_INTERRUPTED)
     try:
         view = Silent() if live else Lines(f"[w{index}] ")
         run_worker(open_sweep(cfg, overrides), view)

@@ -115,3 +115,51 @@ def test_divergence_stops_at_the_epoch_it_happens():
         _train(20, lr=5.0, act="relu")
     assert 1 <= info.value.epoch < 20
     assert not math.isfinite(info.value.loss)
+
+
+def _weights_and_losses(shared: bool, monkeypatch, **kw) -> tuple[list, list]:
+    """Train with the shared epoch graph or with one traced for this trial alone."""
+    import sweep.training as training
+
+    if not shared:
+        monkeypatch.setattr(training, "shared_key", lambda s: None)
+    model, result = _train(5, **kw)
+    losses = [(h.train_loss, h.val_loss) for h in result.history]
+    monkeypatch.undo()
+    return [w.numpy().tobytes() for w in model.weights], losses
+
+
+@pytest.mark.parametrize("shape", [(4, 20, "tanh"), (2, 32, "relu")], ids=["tutorial", "relu"])
+def test_the_shared_epoch_graph_trains_bit_for_bit_as_one_traced_per_trial(monkeypatch, shape):
+    depth, width, act = shape
+    ours = _weights_and_losses(True, monkeypatch, depth=depth, width=width, act=act, lr=0.05)
+    alone = _weights_and_losses(False, monkeypatch, depth=depth, width=width, act=act, lr=0.05)
+    assert ours == alone
+
+
+def test_trials_of_one_architecture_share_one_trace_and_others_get_their_own():
+    import sweep.training as training
+
+    _train(1, depth=3, width=7)
+    key = next(k for k in training._SHARED if '"units": 7' in k[0])
+    traced = training._SHARED[key].experimental_get_tracing_count()
+    _train(2, seed=1, depth=3, width=7, lr=0.02)  # another seed and learning rate: same graph
+    assert training._SHARED[key].experimental_get_tracing_count() == traced == 1
+    _train(1, depth=3, width=9)
+    assert sum('"units": 9' in k[0] for k in training._SHARED) == 1
+
+
+def test_an_optimizer_with_state_trains_in_a_graph_of_its_own():
+    import keras
+
+    from sweep.training import _Setup, shared_key
+
+    reset_state(0)
+    model = build_mlp(2, 8, "tanh")
+    for opt, shares in [
+        (SGD(0.01), True),
+        (SGD(0.01, momentum=0.9), False),
+        (keras.optimizers.Adam(0.01), False),
+        (SGD(keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9)), False),
+    ]:
+        assert (shared_key(_Setup(model, opt, TUTORIAL, "mse", 100, False)) is not None) == shares

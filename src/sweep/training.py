@@ -13,6 +13,7 @@ import contextlib
 import gc
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -219,7 +220,7 @@ def train(
     rng = np.random.default_rng(seed)
     result = TrainResult()
     setup = _Setup(model, optimizer, data, loss, batch_size, jit_compile)
-    epoch_runner = _compiled_epochs(setup)
+    epoch_runner = runner_for(setup)
     try:
         for epoch in range(1, epochs + 1):
             perm = rng.permutation(len(data.train.x)).astype(np.int32)
@@ -261,6 +262,13 @@ class _Setup:
     jit: bool
 
 
+def runner_for(s: _Setup) -> Any:
+    """The compiled epoch for this trial: shared with earlier trials of the same architecture
+    where the optimizer allows it (no tracing after the first), else traced for this trial."""
+    key = shared_key(s)
+    return _compiled_epochs(s) if key is None else _shared_epochs(s, key)
+
+
 class _compiled_epochs:  # noqa: N801 - called like the function it wraps
     """The compiled epoch, bound to one data set: perm in, (train loss, val loss) out."""
 
@@ -285,6 +293,110 @@ class _compiled_epochs:  # noqa: N801 - called like the function it wraps
                 concrete = self.run_epoch.get_concrete_function(x, y, self.perm, x_val, y_val)
                 release_graphs(concrete.graph)
         self.perm = None
+
+
+# Epoch graphs shared across trials, by architecture: a sweep's trials mostly repeat a few
+# shapes, and each new graph costs a trace and Grappler's pass (~0.1 s) plus memory.
+_SHARED: OrderedDict[tuple, Callable] = OrderedDict()
+SHARED_MAX = 32
+
+
+def shared_key(s: _Setup) -> tuple | None:
+    """What makes two trials' epochs one graph, or None when this trial cannot share one.
+
+    Sharing takes plain SGD (its update is written out in the graph, exactly as Keras's
+    `assign_sub(gradient * learning_rate)`), float32 weights and no non-trainable state, and
+    built-in Keras layers only: their config says all they compute, so equal configs compute
+    equally (a custom layer may keep what its config leaves out).
+    """
+    m, o = s.model, s.optimizer
+    plain = type(o) is keras.optimizers.SGD and not (
+        o.momentum or o.nesterov or o.weight_decay or o.clipnorm or o.clipvalue
+        or o.global_clipnorm or o.use_ema or o.loss_scale_factor
+        or o.gradient_accumulation_steps
+        or isinstance(o._learning_rate, keras.optimizers.schedules.LearningRateSchedule)
+    )  # fmt: skip
+    if not plain or m.non_trainable_variables or not _builtin(m):
+        return None
+    if any(v.dtype != "float32" for v in m.trainable_variables):
+        return None
+    return (m.to_json(), s.loss, s.batch_size, s.jit)
+
+
+def _builtin(layer: Any) -> bool:
+    """Whether `layer` and every layer inside it are Keras's own classes."""
+    if not type(layer).__module__.startswith("keras."):
+        return False
+    return all(_builtin(inner) for inner in getattr(layer, "layers", ()))
+
+
+class _shared_epochs:  # noqa: N801 - called like the function it wraps
+    """An epoch graph shared by trials of one architecture: it takes the trial's weights and
+    learning rate as arguments (the first such model computes, stateless), carries the weights
+    through the steps and writes them back at the end of the epoch."""
+
+    def __init__(self, s: _Setup, key: tuple) -> None:
+        s.optimizer.build(s.model.trainable_variables)
+        if key in _SHARED:
+            _SHARED.move_to_end(key)
+        else:
+            _SHARED[key] = _shared_epoch_function(
+                s.model, loss_function(s.loss), s.batch_size, s.jit
+            )
+            if len(_SHARED) > SHARED_MAX:
+                _SHARED.popitem(last=False)
+        self.run_epoch = _SHARED[key]
+        d = s.data
+        self.args = [tf.constant(a) for a in (d.train.x, d.train.y, d.val.x, d.val.y)]
+        self.weights = [v.value for v in s.model.trainable_variables]  # the tf.Variables
+        self.optimizer = s.optimizer
+        full, rest = divmod(len(d.train.x), s.batch_size)
+        self.steps = full + (1 if rest else 0)
+
+    def __call__(self, perm: np.ndarray) -> tuple[float, float]:
+        x, y, x_val, y_val = self.args
+        lr = self.optimizer._learning_rate.value  # the variable: read in the graph
+        out = self.run_epoch(x, y, tf.constant(perm), x_val, y_val, lr, self.weights)
+        self.optimizer.iterations.assign_add(self.steps)  # as `apply` counts, once per step
+        return tuple(float(v) for v in out)
+
+    def close(self) -> None:
+        """Nothing to release: the graph serves the next trial of this architecture."""
+
+
+def _shared_epoch_function(template: keras.Model, loss_fn: Callable, batch_size: int, jit: bool):  # noqa: ANN202
+    """`_epoch_function` with the weights as arguments: the same ops, in the same order."""
+
+    def step(weights, lr, xb, yb):  # noqa: ANN001, ANN202 - tensors in, tensors out
+        with tf.GradientTape() as tape:
+            tape.watch(weights)
+            pred, _ = template.stateless_call(weights, [], xb, training=True)
+            loss = tf.reduce_mean(loss_fn(yb, pred))
+        grads = tape.gradient(loss, weights)
+        return [w - g * lr for w, g in zip(weights, grads, strict=True)], loss
+
+    @tf.function(jit_compile=jit)
+    def run_epoch(x, y, perm, x_val, y_val, lr_var, variables):  # noqa: ANN001, ANN202
+        n = x.shape[0]
+        full, rest = divmod(n, batch_size)
+        lr = lr_var.read_value()
+        weights = [v.read_value() for v in variables]
+        xs, ys = tf.gather(x, perm), tf.gather(y, perm)
+        xb = tf.reshape(xs[: full * batch_size], (full, batch_size, x.shape[1]))
+        yb = tf.reshape(ys[: full * batch_size], (full, batch_size, *y.shape[1:]))
+        total = tf.constant(0.0)
+        for i in tf.range(full):
+            weights, loss = step(weights, lr, xb[i], yb[i])
+            total += loss * batch_size
+        if rest:
+            weights, loss = step(weights, lr, xs[full * batch_size :], ys[full * batch_size :])
+            total += loss * rest
+        for v, w in zip(variables, weights, strict=True):
+            v.assign(w)
+        pred, _ = template.stateless_call(weights, [], x_val, training=False)
+        return total / n, tf.reduce_mean(loss_fn(y_val, pred))
+
+    return run_epoch
 
 
 class _fit_epochs:  # noqa: N801 - called like the function it replaces

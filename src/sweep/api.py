@@ -120,7 +120,8 @@ def sweep(
     from sweep.worker import Helpers, run_workers
 
     cfg = compose(*overrides) if cfg is None else cfg
-    jobs = cfg.search.jobs if jobs is None else jobs
+    # More workers than trials would only pay start-up: never slower than one worker.
+    jobs = min(cfg.search.jobs if jobs is None else jobs, cfg.search.n_trials)
     with Helpers(cfg, overrides, jobs, is_live()) as helpers:
         opened = open_sweep(cfg, overrides)
         console.say(announce(opened))

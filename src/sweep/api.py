@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig
 
 from sweep import console, interrupt
-from sweep.errors import ConfigError, SweepError
+from sweep.errors import ConfigError, DiskFull, SweepError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -130,7 +130,8 @@ def sweep(
                 run_workers(opened, helpers, view)
         except (KeyboardInterrupt, SweepError) as exc:
             why = "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped"
-            console.say(stopped(opened, why, close_parent=owner))
+            full = isinstance(exc, DiskFull)  # no summary files then: they would not fit either
+            console.say(stopped(opened, why, close_parent=owner, record=not full))
             raise
     summary = summarize(opened)
     console.say(summary_text(summary))

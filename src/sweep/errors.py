@@ -7,6 +7,8 @@ anything heavy, so every module may import it (config.py and search.py both do; 
 
 from __future__ import annotations
 
+import errno
+
 EXIT_OK = 0
 EXIT_FAILED = 1  # the work ran and failed: a sweep that cannot go on, a rerun that differs
 EXIT_USAGE = 2  # bad input, refused before anything was written
@@ -39,6 +41,39 @@ class Diverged(SweepError):
         super().__init__(f"loss diverged to {loss} at epoch {epoch}")
         self.epoch = epoch
         self.loss = loss
+
+
+class DiskFull(SweepError):
+    """A store's disk is full: the sweep stops, as the next trial would fail alike."""
+
+
+NO_SPACE = "no space left on device"  # how a reason caused by a full disk starts
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_SQLITE_FULL = 13  # SQLITE_FULL: "database or disk is full"
+
+
+def no_space(exc: BaseException) -> str | None:
+    """`no space left on device writing <what>` if a full disk (or quota) caused `exc`, else None.
+
+    MLflow and Optuna wrap the error (MlflowException, StorageInternalError, both raised `from`
+    SQLAlchemy's), so the whole chain is searched: an OSError names its file (the destination of
+    a copy), SQLite says only "database or disk is full".
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+            what = exc.filename2 or exc.filename
+            return f"{NO_SPACE} writing {what}" if what else NO_SPACE
+        if getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL:
+            return f"{NO_SPACE} writing a SQLite store (database or disk is full)"
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def reason(exc: BaseException) -> str:
+    """Why a run or trial failed, in one line: a full disk said plainly, else the error's line."""
+    return no_space(exc) or first_line(exc)
 
 
 def first_line(exc: BaseException) -> str:

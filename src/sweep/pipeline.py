@@ -155,19 +155,23 @@ def execute(
 
 
 def log_result(run: Run, cfg: DictConfig, model: Any, data: Dataset, result: TrainResult) -> None:
-    """Final metrics, the model and the plots of one finished training."""
+    """Final metrics, the model and the plots of one finished training.
+
+    The plots are deferred before the model is logged: a worker renders them meanwhile (the run
+    waits for them before it closes); after the timing, which they would disturb.
+    """
     result.metrics["n_params"] = float(model.count_params())
     result.metrics["predict_ms"] = predict_ms(model, data.val.x)
     result.metrics["train_seconds"] = result.seconds
     run.log_metrics(
         result.metrics, step=len(result.history)
     )  # buffered: written with the per-epoch losses when the run ends, in one batch
+    if cfg.tracking.log_plots:
+        log_plots(run, cfg, model, data, result)
     if data.scaling:  # `predict` maps raw inputs (and outputs) with the training split's scaling
         run.defer(lambda: run.log_json(data.scaling, "scaling.json"), "scaling")
     if cfg.tracking.log_model:
         run.log_model(model, data.val.x[:5], requirements())
-    if cfg.tracking.log_plots:
-        log_plots(run, cfg, model, data, result)
 
 
 def predict_ms(model: Any, x: np.ndarray, repeats: int = 5) -> float:

@@ -25,8 +25,10 @@ from sweep.errors import (
     EXIT_OK,
     EXIT_USAGE,
     ConfigError,
+    DiskFull,
     SweepError,
     first_line,
+    no_space,
 )
 
 
@@ -175,7 +177,10 @@ def guard(work: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception:
+    except Exception as exc:
+        # A full disk outside a trial (opening the stores, the summary) is one line too.
+        if (why := no_space(exc)) and not os.environ.get("SWEEP_TRACEBACK"):
+            return report(DiskFull(f"{why}; free some space and run the same command again"))
         from sweep.config import mask_text
 
         print(mask_text(traceback.format_exc()), file=sys.stderr, end="")

@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep import budget, warmstart
 from sweep.config import flatten, mask_url, sqlite_path
-from sweep.errors import ConfigError, first_line
+from sweep.errors import NO_SPACE, ConfigError, first_line
 from sweep.objects import build
 from sweep.search import Space, baseline_params, fingerprint, objectives, parse_space
 from sweep.tracking import (
@@ -365,13 +365,15 @@ def _parent_run(
             "sweep.storage": mask_url(cfg.search.storage),
         }
         parent = tracker.start_run(f"sweep-{study.study_name}", tags=tags)
+        # Named on the study at once: a write failing below (a full disk) must not leave a
+        # study that no later start can find its parent run for.
+        study.set_user_attr(PARENT_ATTR, parent.run_id)
         # The UI's columns: every key a trial may sample, though a branch's are absent in some.
         names = ",".join(name for name, _ in objectives(cfg))
         parent.log_params(
             {**flatten(cfg), "sweep.params": ",".join(space.flat()), "sweep.objectives": names}
         )
         parent.log_yaml(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
-        study.set_user_attr(PARENT_ATTR, parent.run_id)
         return parent.run_id
     deadline = time.monotonic() + 60
     while run_id is None and time.monotonic() < deadline:
@@ -414,11 +416,13 @@ def counts(study: optuna.Study) -> tuple[int, list[int]]:
 
 
 def failed_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Trials that failed on their own: not a surplus given back, not an interrupted one."""
+    """Trials that failed on their own: not a surplus given back, not an interrupted one, not
+    one that found the disk full."""
+    not_theirs = ("surplus", "interrupted", NO_SPACE)
     return [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        if not str(t.user_attrs.get("fail_reason", "")).startswith(("surplus", "interrupted"))
+        if not str(t.user_attrs.get("fail_reason", "")).startswith(not_theirs)
     ]
 
 

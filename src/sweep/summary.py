@@ -20,8 +20,11 @@ from sweep.study import FINISHED, RUN_ATTR, Sweep, best_trial, counts
 LEARNING_CURVES = "plots/learning_curves.png"  # on the parent run: every trial's loss by epoch
 
 
-def summarize(sweep: Sweep) -> dict[str, Any]:
-    """Best trial and params, history and importance plots on the parent run; close it if done."""
+def summarize(sweep: Sweep, record: bool = True) -> dict[str, Any]:
+    """Best trial and params, history and importance plots on the parent run; close it if done.
+
+    `record=False` only reads the study (a full disk would take no more files).
+    """
     study = sweep.study
     best = best_trial(study)
     trials = study.get_trials(deepcopy=False)
@@ -41,7 +44,7 @@ def summarize(sweep: Sweep) -> dict[str, Any]:
     if len(names) > 1:
         summary["objectives"] = dict(objectives(sweep.cfg))
         summary["pareto_front"] = front_rows(study, names, RUN_ATTR)
-    if sweep.parent_run_id is None:
+    if sweep.parent_run_id is None or not record:
         return summary
     parent = sweep.tracker.open_run(sweep.parent_run_id)
     parent.log_json(summary, "summary.json")
@@ -148,9 +151,9 @@ def _pareto_plot(parent: Any, study: optuna.Study, names: list[str]) -> None:
     plots.close(fig)
 
 
-def stopped(sweep: Sweep, why: str, close_parent: bool) -> str:
+def stopped(sweep: Sweep, why: str, close_parent: bool, record: bool = True) -> str:
     """Where an unfinished study stands and how to continue it; its owner marks the parent."""
-    text = summary_text(summarize(sweep))
+    text = summary_text(summarize(sweep, record))
     if close_parent and sweep.parent_run_id:
         sweep.tracker.terminate(sweep.parent_run_id, "KILLED", why)
     done, _ = counts(sweep.study)

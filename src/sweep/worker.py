@@ -24,7 +24,15 @@ from optuna.trial import TrialState
 
 from sweep import budget, interrupt
 from sweep.config import mask_text
-from sweep.errors import EXIT_INTERRUPTED, Diverged, SweepError, first_line
+from sweep.errors import (
+    EXIT_INTERRUPTED,
+    DiskFull,
+    Diverged,
+    SweepError,
+    first_line,
+    no_space,
+    reason,
+)
 from sweep.progress import Lines, Silent, View
 from sweep.pruning import Pruning
 from sweep.search import apply_params, objectives, sample
@@ -130,6 +138,8 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, view: View | None = None) -> Tr
         retry_later(sweep.study, trial)
         raise
     except BaseException as exc:
+        if no_space(exc):
+            raise out_of_space(sweep, trial, exc) from exc
         tell(sweep.study, trial, Outcome(TrialState.FAIL, reason=first_line(exc)))
         raise
     tell(sweep.study, trial, outcome)
@@ -176,6 +186,23 @@ def tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
         study.tell(trial, outcome.value)
     else:
         study.tell(trial, state=outcome.state)
+
+
+def out_of_space(sweep: Sweep, trial: optuna.Trial, exc: BaseException) -> DiskFull:
+    """A full disk fails the trial and stops the sweep: the next trial would fail alike. The
+    parameters are not to blame, so they are queued again for when there is room.
+
+    The study's own store may be full too; then the trial stays RUNNING and the next start
+    fails it by its heartbeat (and retries it) instead.
+    """
+    why = reason(exc)
+    with contextlib.suppress(Exception):
+        tell(sweep.study, trial, Outcome(TrialState.FAIL, reason=why))
+        retry_later(sweep.study, trial)
+    return DiskFull(
+        f"trial {trial.number}: {why}; free some space and run the same command again "
+        "(the trial is retried)"
+    )
 
 
 def retry_later(study: optuna.Study, trial: optuna.Trial) -> None:

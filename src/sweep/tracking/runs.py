@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ import mlflow  # noqa: E402
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
+# MLflow logs a database error with its traceback, then raises it: the raised one is reported.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 import numpy as np  # noqa: E402
 import sqlalchemy  # noqa: E402
 import yaml  # noqa: E402
@@ -40,7 +42,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # noqa: E402
 
 from sweep.config import mask_data, mask_text, mask_url, sqlite_path  # noqa: E402
-from sweep.errors import ConfigError, first_line  # noqa: E402
+from sweep.errors import ConfigError, first_line, no_space, reason  # noqa: E402
 
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
@@ -94,9 +96,21 @@ def warm_up() -> None:
 
 
 def drain() -> None:
-    """Wait until every deferred artifact is written (a worker's end, a summary, a check)."""
+    """Wait until every deferred artifact is written (a benchmark's timed block, a check)."""
     if _writer is not None:
         _writer.submit(lambda: None).result()
+
+
+@contextlib.contextmanager
+def _naming(artifact: str) -> Iterator[None]:
+    """Name the artifact an OSError was writing: MLflow stages a file in the store and renames
+    it, so a full disk's error names no file otherwise."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = artifact
+        raise
 
 
 class Run:
@@ -106,6 +120,7 @@ class Run:
         self.client = client
         self.run_id = run_id
         self._metrics: list[Metric] = []
+        self._pending: list[Future] = []
         self.outcome: tuple[str, dict[str, Any]] = ("FINISHED", {})
 
     def close_as(self, status: str, tags: dict[str, Any] | None = None) -> None:
@@ -134,7 +149,8 @@ class Run:
         self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in str_tags(tags).items()])
 
     def log_text(self, text: str, path: str) -> None:
-        self.client.log_text(self.run_id, mask_text(text), path)
+        with _naming(path):
+            self.client.log_text(self.run_id, mask_text(text), path)
 
     def log_yaml(self, data: dict, path: str) -> None:
         self.log_text(yaml.safe_dump(mask_data(data), sort_keys=False), path)
@@ -143,29 +159,44 @@ class Run:
         self.log_text(json.dumps(mask_data(data), indent=2, sort_keys=True, default=str), path)
 
     def log_figure(self, fig: Any, path: str) -> None:
-        self.client.log_figure(self.run_id, fig, path)
+        with _naming(path):
+            self.client.log_figure(self.run_id, fig, path)
 
     def log_bytes(self, data: bytes, path: str) -> None:
         """A file's content (e.g. a rendered PNG) as the artifact `path`."""
         folder, name = os.path.split(path)
-        with tempfile.TemporaryDirectory() as tmp:
+        with _naming(path), tempfile.TemporaryDirectory() as tmp:
             local = os.path.join(tmp, name)
             with open(local, "wb") as handle:
                 handle.write(data)
             self.client.log_artifact(self.run_id, local, folder or None)
 
     def defer(self, write: Callable[[], None], what: str) -> None:
-        """Call `write` now, or on the background writer once a worker has turned it on."""
+        """Call `write` now, or on the background writer once a worker has turned it on (it
+        renders plots while the trial logs its model); `written` waits for it."""
         if _writer is None:
-            write()
+            self._guarded(write, what)
         else:
-            _writer.submit(self._guarded, write, what)
+            self._pending.append(_writer.submit(self._guarded, write, what))
 
     def _guarded(self, write: Callable[[], None], what: str) -> None:
+        """An OSError (a full disk, a read-only store) means the run's record cannot be stored:
+        it is raised, to fail the run. Anything else only loses that file: a warning."""
         try:
             write()
-        except Exception as exc:  # a lost plot must not stop the sweep; say which one
+        except OSError:
+            raise
+        except Exception as exc:  # a plot that fails to render must not stop the sweep
             print(f"warning: {what} of run {self.run_id}: {first_line(exc)}", file=sys.stderr)
+
+    def written(self) -> None:
+        """Wait for this run's deferred writes and raise the first that failed: in the run's own
+        trial, before it is told, so a finished trial always has its whole record."""
+        pending, self._pending = self._pending, []
+        wait(pending)
+        for future in pending:
+            if future.exception() is not None:
+                raise future.exception()
 
     def log_model(self, model: Any, x_example: np.ndarray, requirements: list[str]) -> str:
         """Log a Keras model MLflow can load back; explicit requirements skip a ~6 s inference."""
@@ -175,15 +206,16 @@ class Run:
         signature = infer_signature(x_example, np.asarray(model(x_example)))
         # What mlflow.keras.log_model does, with the run named instead of made active: no
         # fluent start/end round trips per trial, and no process-wide "active run" to leak.
-        info = Model.log(
-            artifact_path=None,
-            name="model",
-            flavor=mlflow.keras,
-            run_id=self.run_id,
-            model=model,
-            signature=signature,
-            pip_requirements=requirements,
-        )
+        with _naming("model"):
+            info = Model.log(
+                artifact_path=None,
+                name="model",
+                flavor=mlflow.keras,
+                run_id=self.run_id,
+                model=model,
+                signature=signature,
+                pip_requirements=requirements,
+            )
         return info.model_uri
 
     def end(self, status: str = "FINISHED", tags: dict[str, Any] | None = None) -> None:
@@ -216,6 +248,7 @@ class NullRun(Run):
     def log_figure(self, fig: Any, path: str) -> None: ...
     def log_bytes(self, data: bytes, path: str) -> None: ...
     def defer(self, write: Callable[[], None], what: str) -> None: ...
+    def written(self) -> None: ...
     def log_model(self, model: Any, x_example: np.ndarray, requirements: list[str]) -> str:
         return ""
 
@@ -238,14 +271,27 @@ def tracked_run(
     run = tracker.start_run(name, parent_run_id, tags)
     try:
         yield run
+        run.written()  # a deferred artifact that could not be written fails the run
     except KeyboardInterrupt:
-        run.end("KILLED", {**(failed_tags or {}), "fail_reason": "interrupted"})
+        _close_failed(run, "KILLED", {**(failed_tags or {}), "fail_reason": "interrupted"})
         raise
     except BaseException as exc:
-        run.end("FAILED", {**(failed_tags or {}), "fail_reason": first_line(exc)})
+        _close_failed(run, "FAILED", {**(failed_tags or {}), "fail_reason": reason(exc)})
         raise
     status, end_tags = run.outcome
     run.end(status, end_tags)
+
+
+def _close_failed(run: Run, status: str, tags: dict[str, Any]) -> None:
+    """Close a run whose block failed, without hiding why: a store that cannot take this write
+    either (a full disk) leaves the run RUNNING for the next start to close."""
+    try:
+        with contextlib.suppress(Exception):
+            run.written()  # nothing more is written to the run once it is closed
+        run.end(status, tags)
+    except Exception as exc:
+        if not no_space(exc):  # a full disk is the error line that follows
+            print(f"warning: run {run.run_id} stays open: {first_line(exc)}", file=sys.stderr)
 
 
 class Tracker:

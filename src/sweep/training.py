@@ -139,19 +139,26 @@ def _epoch_function(
     @tf.function(jit_compile=jit)
     def run_epoch(x, y, perm, x_val, y_val):  # noqa: ANN001, ANN202 - tensors in, tensors out
         n = x.shape[0]  # static: each trial traces its own epoch for its own arrays
-        full, rest = divmod(n, batch_size)
-        xs, ys = tf.gather(x, perm), tf.gather(y, perm)
-        xb = tf.reshape(xs[: full * batch_size], (full, batch_size, x.shape[1]))
-        yb = tf.reshape(ys[: full * batch_size], (full, batch_size, *y.shape[1:]))
+        xb, yb, last = _batches(x, y, perm, batch_size)
         total = tf.constant(0.0)
-        for i in tf.range(full):
+        for i in tf.range(xb.shape[0]):
             total += step(xb[i], yb[i]) * batch_size
-        if rest:
-            total += step(xs[full * batch_size :], ys[full * batch_size :]) * rest
+        if last:
+            total += step(*last) * last[0].shape[0]
         val = tf.reduce_mean(loss_fn(y_val, model(x_val, training=False)))
         return total / n, val
 
     return run_epoch
+
+
+def _batches(x: Any, y: Any, perm: Any, batch_size: int) -> tuple[Any, Any, tuple | None]:
+    """In a traced epoch: the full batches of the permuted data as [n_batches, batch_size, ...]
+    blocks, and the partial last batch (x, y), or None when the batches come out even."""
+    full, rest = divmod(x.shape[0], batch_size)
+    xs, ys = tf.gather(x, perm), tf.gather(y, perm)
+    xb = tf.reshape(xs[: full * batch_size], (full, batch_size, x.shape[1]))
+    yb = tf.reshape(ys[: full * batch_size], (full, batch_size, *y.shape[1:]))
+    return xb, yb, (xs[full * batch_size :], ys[full * batch_size :]) if rest else None
 
 
 def release_graphs(graph: Any) -> None:
@@ -378,19 +385,16 @@ def _shared_epoch_function(template: keras.Model, loss_fn: Callable, batch_size:
     @tf.function(jit_compile=jit)
     def run_epoch(x, y, perm, x_val, y_val, lr_var, variables):  # noqa: ANN001, ANN202
         n = x.shape[0]
-        full, rest = divmod(n, batch_size)
         lr = lr_var.read_value()
         weights = [v.read_value() for v in variables]
-        xs, ys = tf.gather(x, perm), tf.gather(y, perm)
-        xb = tf.reshape(xs[: full * batch_size], (full, batch_size, x.shape[1]))
-        yb = tf.reshape(ys[: full * batch_size], (full, batch_size, *y.shape[1:]))
+        xb, yb, last = _batches(x, y, perm, batch_size)
         total = tf.constant(0.0)
-        for i in tf.range(full):
+        for i in tf.range(xb.shape[0]):
             weights, loss = step(weights, lr, xb[i], yb[i])
             total += loss * batch_size
-        if rest:
-            weights, loss = step(weights, lr, xs[full * batch_size :], ys[full * batch_size :])
-            total += loss * rest
+        if last:
+            weights, loss = step(weights, lr, *last)
+            total += loss * last[0].shape[0]
         for v, w in zip(variables, weights, strict=True):
             v.assign(w)
         pred, _ = template.stateless_call(weights, [], x_val, training=False)

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,7 +25,9 @@ from mlflow.tracking import MlflowClient
 
 from sweep.runner import main
 from sweep.tracking import stop
+from tests.conftest import ROOT, clean_env, run_cli
 from tests.test_distributed import (  # noqa: F401 - pg is a fixture
+    Server,
     _free_port,
     _wait_all_busy,
     _worker,
@@ -35,6 +38,46 @@ from tests.test_distributed import (  # noqa: F401 - pg is a fixture
 from tests.test_reliability import FAST, _popen, _study, _wait_for_running_trial
 
 SMALL = ["search.n_trials=3", "trainer.epochs=2"]
+
+
+def _start(store: Path, *args: str, env: dict[str, str]) -> subprocess.Popen:
+    """`python -m sweep sweep <args>` in the background with its own environment (clean_env
+    drops every MLFLOW_ variable; a test of MLflow's retry settings passes them here)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweep", "sweep", *args, f"paths.store={store}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _kill_server(server: Server) -> None:
+    """The server's machine or container is lost: its whole process tree, at once."""
+    for pid in tree_pids(server.proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    server.proc.wait()
+
+
+def _errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def _client_runs(uri: str, experiment: str) -> list:
+    client = MlflowClient(uri)
+    return client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+
+
+def _one_record_per_run(trials: list, runs: list) -> None:
+    """One parent, no run left RUNNING, and no run made twice: every child run is the one a
+    trial names (a retry inherits its original's attributes, then names its own run)."""
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    assert len([r for r in runs if r.data.tags.get("sweep.kind") == "sweep"]) == 1
+    named = {t.user_attrs["mlflow_run_id"] for t in trials if "mlflow_run_id" in t.user_attrs}
+    children = {r.info.run_id for r in runs if r.data.tags.get("sweep.kind") == "trial"}
+    assert children == named, [r.info.run_name for r in runs]
 
 
 def _sweep_in_process(*args: str) -> tuple[int, str]:
@@ -102,50 +145,131 @@ def not_the_services_fault(reason: str) -> bool:
     return reason.startswith(("surplus", "loss diverged"))
 
 
+def _wait_busy(storage: str, study_name: str, n: int, procs: list, timeout: float = 300) -> None:
+    """Block until n trials of the study run at once with their MLflow runs open."""
+    rdb = optuna.storages.RDBStorage(storage)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            assert all(p.poll() is None for p in procs), "a worker ended before all were busy"
+            try:
+                trials = optuna.load_study(study_name=study_name, storage=rdb).trials
+            except KeyError:  # not created yet
+                trials = []
+            running = [t for t in trials if t.state.name == "RUNNING"]
+            if len([t for t in running if "mlflow_run_id" in t.user_attrs]) >= n:
+                return
+            time.sleep(0.2)
+    finally:
+        rdb.engine.dispose()
+    pytest.fail(f"never saw {n} trials running at once")
+
+
 @pytest.mark.slow
 def test_a_tracking_server_restarted_mid_sweep_loses_nothing(pg, tmp_path):  # noqa: F811
-    """Two workers; the server is killed while trials run and comes back on the same port
-    ~20 s later. MLflow's client retries with backoff, so no trial is failed for it."""
+    """Three workers started at the same instant on a fresh PostgreSQL study; once all three are
+    mid-trial the server is killed, and comes back on the same port ~20 s later. MLflow's client
+    retries with backoff and a trial waiting on it keeps beating: no trial failed for it."""
     port = _free_port()
     servers = [start_server(pg.url("mlflow"), port, tmp_path / "s1")]
-    store = tmp_path / "store"
-    # its own experiment: this module's other tests log to the same MLflow database
-    args = [*FAST, "search.jobs=2", "search.n_trials=6", "trainer.epochs=60"]
-    args += ["tracking.experiment=restart"]
-    proc = _popen(store, *args, f"tracking.uri={servers[0].url}", merge=True)
+    storage = pg.url("optuna")
+    # its own study and experiment: this module's other tests use the same two databases
+    args = ["search.n_trials=10", "trainer.epochs=60", f"search.storage={storage}"]
+    args += ["search.study_name=restart", "tracking.experiment=restart"]
+    args += [f"tracking.uri={servers[0].url}"]
+    procs = [_worker(tmp_path, i, args) for i in range(3)]
     try:
-        _wait_for_running_trial(store, after=1)
-        for pid in tree_pids(servers[0].proc.pid):  # the server's machine or container is lost
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        servers[0].proc.wait()
+        _wait_busy(storage, "restart", 3, procs)
+        _kill_server(servers[0])
         down = time.monotonic()
         time.sleep(10)
         servers.append(start_server(pg.url("mlflow"), port, tmp_path / "s2"))
         downtime = time.monotonic() - down
-        out, _ = proc.communicate(timeout=600)
-        client = MlflowClient(servers[1].url)
-        runs = client.search_runs([client.get_experiment_by_name("restart").experiment_id])
+        for p in procs:
+            p.wait(timeout=600)
+        runs = _client_runs(servers[1].url, "restart")
+    finally:
+        for p in (*procs, *(s.proc for s in servers)):
+            stop(p, grace=30)
+    logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(3)]
+    assert [p.returncode for p in procs] == [0] * 3, "\n".join(logs)
+    rdb = optuna.storages.RDBStorage(storage)
+    study = optuna.load_study(study_name="restart", storage=rdb)
+    trials, parent_id = study.trials, study.user_attrs["mlflow_parent_run_id"]
+    rdb.engine.dispose()
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") + states.count("PRUNED") == 10, states
+    assert "RUNNING" not in states, states
+    assert sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1
+    failed = [t.user_attrs for t in trials if t.state.name == "FAIL"]
+    assert all(not_the_services_fault(a.get("fail_reason", "")) for a in failed), failed
+    _one_record_per_run(trials, runs)
+    (parent,) = [r for r in runs if r.data.tags.get("sweep.kind") == "sweep"]
+    assert parent.info.run_id == parent_id and parent.info.status == "FINISHED"
+    by_id = {r.info.run_id: r for r in runs}
+    for t in trials:  # every finished trial's record is complete: metrics and status
+        if t.state.name in ("COMPLETE", "PRUNED"):
+            run = by_id[t.user_attrs["mlflow_run_id"]]
+            assert run.info.status in ("FINISHED", "KILLED") and "val_mse" in run.data.metrics
+    print(f"server down {downtime:.0f} s")
+
+
+@pytest.mark.slow
+def test_a_tracking_server_down_past_the_retry_budget_is_one_line_and_the_next_start_completes(
+    pg,  # noqa: F811
+    tmp_path,
+):
+    """The server is lost mid-trial and stays down past MLflow's retry budget (made seconds here
+    by the user's own MLFLOW_HTTP_REQUEST_MAX_RETRIES / _BACKOFF_FACTOR, which the sweep keeps).
+    The worker fails the trial with that reason, queues its parameters and stops in one line;
+    once the server is back, the same command completes the study and closes the orphan run."""
+    port = _free_port()
+    servers = [start_server(pg.url("mlflow"), port, tmp_path / "s1")]
+    store = tmp_path / "store"
+    args = [*FAST, "search.n_trials=3", "trainer.epochs=200", "tracking.experiment=budget"]
+    args += [f"tracking.uri={servers[0].url}"]
+    budget = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+    proc = _start(store, *args, env={**clean_env(), **budget})
+    try:
+        lost = _wait_for_running_trial(store, after=1)
+        _kill_server(servers[0])
+        down = time.monotonic()
+        out, err = proc.communicate(timeout=300)
+        gave_up = time.monotonic() - down
+        first = _study(store).trials  # as the first start left them
+        servers.append(start_server(pg.url("mlflow"), port, tmp_path / "s2"))
+        again = run_cli("sweep", *args, store=store)  # MLflow's default budget again
+        runs = _client_runs(servers[1].url, "budget")
     finally:
         for p in (proc, *(s.proc for s in servers)):
             stop(p, grace=30)
-    assert proc.returncode == 0, out
-    study = _study(store)
-    states = [t.state.name for t in study.trials]
-    assert states.count("COMPLETE") + states.count("PRUNED") == 6, states
-    assert "RUNNING" not in states, states
-    failed = [t.user_attrs for t in study.trials if t.state.name == "FAIL"]
-    assert all(not_the_services_fault(a.get("fail_reason", "")) for a in failed), failed
-    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
-    assert len([r for r in runs if r.data.tags.get("sweep.kind") == "sweep"]) == 1
-    by_id = {r.info.run_id: r for r in runs}
-    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
-    for t in finished:  # every finished trial's record is complete: metrics and status
-        run = by_id[t.user_attrs["mlflow_run_id"]]
-        assert run.info.status in ("FINISHED", "KILLED") and "val_mse" in run.data.metrics
-    with_runs = [t for t in study.trials if "mlflow_run_id" in t.user_attrs]
-    assert len(runs) == len(with_runs) + 1, [r.info.run_name for r in runs]  # none made twice
-    print(f"server down {downtime:.0f} s")
+
+    assert proc.returncode == 1, out + err
+    # one error line; at most a warning naming a run whose plots were being written
+    assert all(line.startswith(("error: ", "warning: ")) for line in err.splitlines()), err
+    (line,) = _errors(err)
+    assert line.startswith(f"error: tracking server {servers[0].url} did not answer"), line
+    assert "2 retries" in line and line.endswith(f"trial {lost} is queued again"), line
+    assert "run the same command again" in out
+    failed = first[lost]
+    assert failed.state.name == "FAIL"
+    assert failed.user_attrs["fail_reason"].startswith("tracking server"), failed.user_attrs
+    (queued,) = [t for t in first if t.state.name == "WAITING"]
+    assert queued.user_attrs["retry_of"] == lost
+    assert queued.system_attrs["fixed_params"] == failed.params
+
+    assert again.returncode == 0, again.stdout + again.stderr
+    trials = _study(store).trials
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") + states.count("PRUNED") == 3, states
+    assert not [s for s in states if s in ("RUNNING", "WAITING")], states
+    retried = trials[queued.number]
+    assert retried.state.name in ("COMPLETE", "PRUNED") and retried.params == failed.params
+    _one_record_per_run(trials, runs)
+    orphan = next(r for r in runs if r.info.run_id == failed.user_attrs["mlflow_run_id"])
+    assert orphan.info.status == "KILLED"
+    assert orphan.data.tags["fail_reason"] == failed.user_attrs["fail_reason"]
+    print(f"the worker gave up {gave_up:.1f} s after the server was lost")
 
 
 class PrivatePostgres:

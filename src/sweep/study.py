@@ -257,15 +257,19 @@ def _database_lock(url: str) -> Iterator[None]:
 
 
 def close_orphan_runs(sweep: Sweep) -> None:
-    """Kill child runs left RUNNING by a dead worker whose trial is no longer running."""
+    """Kill child runs left RUNNING whose trial is no longer running: by a dead worker, or by
+    one whose tracking server stopped answering (its trial's fail_reason says so)."""
     if sweep.parent_run_id is None:
         return
-    trials = sweep.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    running = {t.number for t in trials}
+    trials = {t.number: t for t in sweep.study.get_trials(deepcopy=False)}
     for run in sweep.tracker.child_runs(sweep.parent_run_id, status="RUNNING"):
         number = run.data.tags.get("sweep.trial")
-        if number is not None and int(number) not in running:
-            sweep.tracker.terminate(run.info.run_id, "KILLED", "worker lost before its trial ended")
+        trial = trials.get(int(number)) if number is not None else None
+        if number is not None and (trial is None or trial.state != TrialState.RUNNING):
+            why = trial.user_attrs.get("fail_reason") if trial else None
+            sweep.tracker.terminate(
+                run.info.run_id, "KILLED", why or "worker lost before its trial ended"
+            )
 
 
 def _create_or_load(
@@ -413,12 +417,18 @@ def counts(study: optuna.Study) -> tuple[int, list[int]]:
     return done, sorted(t.number for t in trials if t.state == TrialState.RUNNING)
 
 
+# Why a trial failed when the fault was not its own: given back, interrupted, or its record
+# lost with the tracking server (tracking.TrackingUnavailable); each is retried or never ran.
+NOT_ITS_OWN = ("surplus", "interrupted", "tracking server")
+
+
 def failed_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Trials that failed on their own: not a surplus given back, not an interrupted one."""
+    """Trials that failed on their own (`NOT_ITS_OWN` aside): what search.max_failed_trials
+    counts."""
     return [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        if not str(t.user_attrs.get("fail_reason", "")).startswith(("surplus", "interrupted"))
+        if not str(t.user_attrs.get("fail_reason", "")).startswith(NOT_ITS_OWN)
     ]
 
 

@@ -19,8 +19,11 @@ from sweep.study import FINISHED, RUN_ATTR, Sweep, best_trial, counts
 LEARNING_CURVES = "plots/learning_curves.png"  # on the parent run: every trial's loss by epoch
 
 
-def summarize(sweep: Sweep) -> dict[str, Any]:
-    """Best trial and params, history and importance plots on the parent run; close it if done."""
+def summarize(sweep: Sweep, record: bool = True) -> dict[str, Any]:
+    """Best trial and params, history and importance plots on the parent run; close it if done.
+
+    `record=False` only reads the study (its tracking server does not answer).
+    """
     study = sweep.study
     best = best_trial(study)
     trials = study.get_trials(deepcopy=False)
@@ -40,7 +43,7 @@ def summarize(sweep: Sweep) -> dict[str, Any]:
     if len(names) > 1:
         summary["objectives"] = dict(objectives(sweep.cfg))
         summary["pareto_front"] = front_rows(study, names, RUN_ATTR)
-    if sweep.parent_run_id is None:
+    if sweep.parent_run_id is None or not record:
         return summary
     parent = sweep.tracker.open_run(sweep.parent_run_id)
     parent.log_json(summary, "summary.json")
@@ -148,15 +151,18 @@ def _pareto_plot(parent: Any, study: optuna.Study, names: list[str]) -> None:
 
 
 def stopped(sweep: Sweep, why: str, close_parent: bool) -> str:
-    """Where an unfinished study stands and how to continue it; its owner marks the parent."""
-    text = summary_text(summarize(sweep))
-    if close_parent and sweep.parent_run_id:
+    """Where an unfinished study stands and how to continue it; its owner marks the parent.
+
+    A tracking server that does not answer now (often why it stopped) is not waited for again:
+    the next start records the summary and closes the parent.
+    """
+    again = "run the same command again to continue the study"
+    recorded = sweep.tracker.reachable()
+    text = summary_text(summarize(sweep, record=recorded))
+    if close_parent and sweep.parent_run_id and recorded:
         sweep.tracker.terminate(sweep.parent_run_id, "KILLED", why)
     done, _ = counts(sweep.study)
-    return (
-        f"{text}\n{why} at {done}/{sweep.cfg.search.n_trials} finished trials; "
-        "run the same command again to continue the study"
-    )
+    return f"{text}\n{why} at {done}/{sweep.cfg.search.n_trials} finished trials; {again}"
 
 
 def summary_text(summary: dict[str, Any]) -> str:

@@ -30,7 +30,7 @@ from sweep.pareto import median_rule
 from sweep.progress import Lines, Live, Silent, View
 from sweep.search import apply_params, objectives, sample
 from sweep.study import MLFLOW_STATUS, RUN_ATTR, Sweep, counts, failed_trials
-from sweep.tracking import tracked_run, warm_up, write_in_background
+from sweep.tracking import TrackingUnavailable, tracked_run, warm_up, write_in_background
 
 if TYPE_CHECKING:
     from sweep.training import TrainResult
@@ -85,7 +85,7 @@ def run_worker(sweep: Sweep, view: View | None = None) -> int:
     """Run trials until the study has `search.n_trials` finished ones; returns trials run here.
 
     Plots are written on a background thread while the next trial trains; all are on disk
-    before this returns.
+    before this returns (unless the tracking server is gone: they are dropped then).
     """
     ran, view = 0, view or Lines()
     if sweep.tracker.enabled and sweep.cfg.tracking.log_model:
@@ -95,6 +95,9 @@ def run_worker(sweep: Sweep, view: View | None = None) -> int:
         while (trial := next_trial(sweep, view=view)) is not None:
             run_trial(sweep, trial, view)
             ran += 1
+    except TrackingUnavailable:
+        write_in_background(False, drop=True)
+        raise
     finally:
         write_in_background(False)
     return ran
@@ -104,7 +107,10 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, view: View | None = None) -> Tr
     """One trial as one MLflow child run; pruned, diverged and interrupted trials are marked.
 
     The run closes first (its status and `sweep.state` tag match the trial's), then the trial
-    is told: a finished trial in Optuna always has its complete record in MLflow.
+    is told: a finished trial in Optuna always has its complete record in MLflow. The heartbeat
+    spans the whole run, so a trial waiting on MLflow's retries is not taken for a dead one.
+    A trial whose record cannot be completed (Ctrl-C, the tracking server gone) is failed and
+    queued again.
     """
     from sweep.pipeline import execute
 
@@ -115,8 +121,8 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, view: View | None = None) -> Tr
     hooks = [interrupt.check, prune, *view.hooks(trial.number, cfg.trainer.epochs)]
     try:
         with (
-            tracked_run(*_run_spec(sweep, trial), failed_tags={"sweep.state": "FAIL"}) as run,
             heartbeat(sweep.study, trial),
+            tracked_run(*_run_spec(sweep, trial), failed_tags={"sweep.state": "FAIL"}) as run,
         ):
             if run.run_id:
                 trial.set_user_attr(RUN_ATTR, run.run_id)
@@ -126,9 +132,11 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, view: View | None = None) -> Tr
     except Diverged as exc:
         outcome = Outcome(TrialState.FAIL, reason=str(exc))
     except KeyboardInterrupt:
-        tell(sweep.study, trial, Outcome(TrialState.FAIL, reason="interrupted"))
-        retry_later(sweep.study, trial)
+        give_back(sweep.study, trial, "interrupted")
         raise
+    except TrackingUnavailable as exc:
+        give_back(sweep.study, trial, str(exc))
+        raise TrackingUnavailable(f"{exc}; trial {trial.number} is queued again") from exc
     except BaseException as exc:
         tell(sweep.study, trial, Outcome(TrialState.FAIL, reason=first_line(exc)))
         raise
@@ -168,20 +176,31 @@ class Outcome:
         return cls(TrialState.COMPLETE, value=values[0] if len(values) == 1 else values)
 
 
-def tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
-    """The trial's end in Optuna, with its failure reason as a user attribute."""
-    if outcome.reason:
-        trial.set_user_attr("fail_reason", mask_text(outcome.reason))
-    if outcome.state == TrialState.COMPLETE:
-        study.tell(trial, outcome.value)
-    else:
-        study.tell(trial, state=outcome.state)
+def tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> bool:
+    """The trial's end in Optuna, with its failure reason as a user attribute.
+
+    False when it had ended already: another worker failed it as stale (and queued its retry).
+    """
+    try:
+        if outcome.reason:
+            trial.set_user_attr("fail_reason", mask_text(outcome.reason))
+        if outcome.state == TrialState.COMPLETE:
+            study.tell(trial, outcome.value)
+        else:
+            study.tell(trial, state=outcome.state)
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError):  # "Cannot tell a FAIL trial"
+        if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+            raise
+        return False
+    return True
 
 
-def retry_later(study: optuna.Study, trial: optuna.Trial) -> None:
-    """Enqueue an interrupted trial's parameters, so a resumed study still evaluates them."""
-    attrs = {k: v for k, v in trial.user_attrs.items() if k == "baseline"}
-    study.enqueue_trial(trial.params, user_attrs={**attrs, "retry_of": trial.number})
+def give_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    """Fail a trial whose record cannot be completed and enqueue its parameters, so a resumed
+    study still evaluates them; not twice if a stale check already failed and queued it."""
+    if tell(study, trial, Outcome(TrialState.FAIL, reason=reason)):
+        attrs = {k: v for k, v in trial.user_attrs.items() if k == "baseline"}
+        study.enqueue_trial(trial.params, user_attrs={**attrs, "retry_of": trial.number})
 
 
 def pruning_hook(trial: optuna.Trial):  # noqa: ANN201

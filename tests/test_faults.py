@@ -17,11 +17,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import optuna
 import pytest
+from hydra.core.global_hydra import GlobalHydra
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
 
 from sweep.runner import main
 from sweep.tracking import stop
@@ -297,7 +301,39 @@ class PrivatePostgres:
                 "-w", "start")  # fmt: skip
 
     def stop(self) -> None:
+        """`-m fast`: every session is ended, a statement in flight fails in its client."""
         self.pg("pg_ctl", "-D", f"{self.folder}/data", "-m", "fast", "-w", "stop")
+
+    def connect(self, autocommit: bool = True):  # noqa: ANN201 - a psycopg2 connection
+        import psycopg2
+
+        con = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="optuna")
+        con.autocommit = autocommit
+        return con
+
+    @contextlib.contextmanager
+    def holding(self, statement: str) -> Iterator[None]:
+        """`statement` run in a transaction held open until the block ends (or the server stops):
+        a lock the workers' statements then wait on."""
+        con = self.connect(autocommit=False)
+        try:
+            con.cursor().execute(statement)
+            yield
+        finally:
+            with contextlib.suppress(Exception):  # gone with the server
+                con.close()
+
+    def blocked_statement(self, timeout: float = 120) -> str:
+        """The first statement seen waiting on a lock: one in flight, not yet answered."""
+        deadline = time.monotonic() + timeout
+        with contextlib.closing(self.connect()) as con, con.cursor() as cur:
+            while time.monotonic() < deadline:
+                cur.execute("SELECT query FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                row = cur.fetchone()
+                if row:
+                    return row[0]
+                time.sleep(0.05)
+        pytest.fail("no statement waited on the lock")
 
 
 @pytest.fixture
@@ -343,3 +379,162 @@ def test_postgres_restarted_mid_sweep_loses_nothing(private_pg, tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("sine").experiment_id])
     assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
     assert len([r for r in runs if r.data.tags.get("sweep.kind") == "sweep"]) == 1
+
+
+def _composed(store: Path, *args: str):  # noqa: ANN202 - a DictConfig
+    """The checked config a worker started with these overrides runs with."""
+    from sweep.api import compose
+
+    GlobalHydra.instance().clear()
+    return compose(*args, f"paths.store={store}")
+
+
+PG_TRIAL = ["experiment=tiny", "search.heartbeat_interval=1", "search.grace_period=10"]
+
+
+@pytest.mark.slow
+def test_postgres_down_past_the_grace_period_fails_a_live_trial_once_and_its_worker_goes_on(
+    private_pg, tmp_path
+):
+    """The database stops mid-trial for longer than search.grace_period. When it is back,
+    another worker's stale check comes first (played here by the test, which reconnects at
+    once; the worker's own reconnects back off 1, 2, 4, 8, 15 s) and fails the live trial,
+    queueing its retry. Its worker notices its trial is finished, closes the run with why and
+    goes on: exactly the target, nothing made twice."""
+    from sweep.study import make_storage
+    from sweep.tracking import make_tracker
+
+    store = tmp_path / "store"
+    args = [*PG_TRIAL, "search.n_trials=3", "trainer.epochs=200"]
+    args += [f"search.storage={private_pg.url}"]
+    proc = _popen(store, *args, merge=True)
+    try:
+        _wait_all_busy(private_pg.url, 1, [proc])
+        cfg = _composed(store, *args)
+        other = optuna.load_study(
+            study_name="sine-mlp", storage=make_storage(cfg, make_tracker(cfg.tracking))
+        )
+        private_pg.stop()
+        time.sleep(20)  # > grace 10 s; the worker's next reconnect is due ~30 s after the stop
+        private_pg.start()
+        optuna.storages.fail_stale_trials(other)  # what another worker's next_trial does first
+        stale = [t for t in other.trials if t.state.name == "FAIL"]
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        stop(proc, grace=5)
+    assert len(stale) == 1, "the worker beat before the stale check: no trial was stale"
+    lost = stale[0].number
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out and "UpdateFinishedTrialError" not in out, out
+    assert f"trial {lost}" in out and "failed as stale by another worker" in out, out
+
+    trials = optuna.load_study(study_name="sine-mlp", storage=private_pg.url).trials
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") + states.count("PRUNED") == 3, states
+    assert not [s for s in states if s in ("RUNNING", "WAITING")], states
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == lost]
+    assert retry.state.name in ("COMPLETE", "PRUNED") and retry.params == trials[lost].params
+    runs = _client_runs(f"sqlite:///{store}/mlflow.db", "sine")
+    _one_record_per_run(trials, runs)
+    run = next(r for r in runs if r.info.run_id == trials[lost].user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED"
+    assert run.data.tags["fail_reason"].startswith("failed as stale by another worker")
+
+
+@pytest.mark.slow
+def test_a_statement_in_flight_when_postgres_stops_is_run_again_only_if_repeatable(private_pg):
+    """A statement waiting on a lock when the server stops fails in its client. A read, or a
+    write that sets a key to a value, runs again once the server is back; a write that moves a
+    trial's state does not (it may have committed before its connection dropped: a WAITING
+    trial claimed twice, or a `tell` taken for another worker's)."""
+    from sweep.study import make_storage
+
+    cfg = OmegaConf.create(
+        {"search": {"storage": private_pg.url, "heartbeat_interval": 1, "grace_period": 10}}
+    )
+    storage = make_storage(cfg)
+    study = optuna.create_study(study_name="in-flight", storage=storage)
+    trial = study.ask()
+    row = f"SELECT * FROM trials WHERE trial_id = {trial._trial_id} FOR UPDATE"
+
+    def in_flight(lock: str, call, *args):  # noqa: ANN001, ANN202
+        """`call(*args)` started while `lock` is held, the server stopped under it, restarted."""
+        with ThreadPoolExecutor(1) as pool, private_pg.holding(lock):
+            future = pool.submit(call, *args)
+            statement = private_pg.blocked_statement()
+            private_pg.stop()
+            private_pg.start()
+            return statement, future.exception(timeout=120) or future.result()
+
+    statement, trials = in_flight(
+        "LOCK TABLE trials IN ACCESS EXCLUSIVE MODE", storage.get_all_trials, study._study_id
+    )
+    assert statement.lstrip().startswith("SELECT") and "FOR UPDATE" not in statement
+    assert [t.number for t in trials] == [trial.number]
+
+    statement, _ = in_flight(row, storage.set_trial_user_attr, trial._trial_id, "k", "v")
+    assert statement.lstrip().startswith("INSERT"), statement
+    assert storage.get_trial(trial._trial_id).user_attrs == {"k": "v"}
+
+    statement, error = in_flight(
+        row, storage.set_trial_state_values, trial._trial_id, TrialState.COMPLETE, [1.0]
+    )
+    assert "FOR UPDATE" in statement
+    assert isinstance(error, optuna.exceptions.StorageInternalError), error
+    assert storage.get_trial(trial._trial_id).state == TrialState.RUNNING
+    storage.engine.dispose()
+
+
+@pytest.mark.slow
+def test_a_tell_in_flight_when_postgres_stops_is_one_line_and_the_next_start_retries_it(
+    private_pg, tmp_path
+):
+    """The worker's `tell` (not repeatable: see the test above) waits on a row lock when the
+    database stops: one line, nothing more written (the trial stays RUNNING, though its run
+    was closed FINISHED just before). The same command, once the database is back, fails the
+    trial by its missing heartbeat, marks that run KILLED and runs the trial again."""
+    store = tmp_path / "store"
+    args = [*PG_TRIAL, "search.n_trials=3", "trainer.epochs=200"]
+    args += [f"search.storage={private_pg.url}"]
+    proc = _popen(store, *args)
+    try:
+        _wait_all_busy(private_pg.url, 1, [proc])
+        (lost,) = [
+            t
+            for t in optuna.load_study(study_name="sine-mlp", storage=private_pg.url).trials
+            if t.state.name == "RUNNING"
+        ]
+        # FOR SHARE: the trial's epochs, attributes and heartbeats go on; its tell waits
+        with private_pg.holding(
+            f"SELECT * FROM trials WHERE trial_id = {lost._trial_id} FOR SHARE"
+        ):
+            tell = private_pg.blocked_statement(timeout=300)
+            private_pg.stop()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        stop(proc, grace=5)
+    assert "FOR UPDATE" in tell and "FROM trials" in tell, tell
+    assert proc.returncode == 1, out + err
+    assert "Traceback" not in err, err
+    (line,) = _errors(err)
+    assert line.startswith("error: the study's storage postgresql://") and "mid-statement" in line
+    assert "terminating connection" in line, line
+    assert "the study's storage does not answer" in out, out
+
+    private_pg.start()
+    left = optuna.load_study(study_name="sine-mlp", storage=private_pg.url).trials[lost.number]
+    assert left.state.name == "RUNNING"  # nothing more was written
+    runs = {r.info.run_id: r for r in _client_runs(f"sqlite:///{store}/mlflow.db", "sine")}
+    assert runs[lost.user_attrs["mlflow_run_id"]].info.status == "FINISHED"
+    again = run_cli("sweep", *args, store=store)
+    assert again.returncode == 0, again.stdout + again.stderr
+    trials = optuna.load_study(study_name="sine-mlp", storage=private_pg.url).trials
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") + states.count("PRUNED") == 3, states
+    assert trials[lost.number].state.name == "FAIL"
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == lost.number]
+    assert retry.state.name in ("COMPLETE", "PRUNED") and retry.params == lost.params
+    runs = _client_runs(f"sqlite:///{store}/mlflow.db", "sine")
+    _one_record_per_run(trials, runs)
+    run = next(r for r in runs if r.info.run_id == lost.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED", run.data.tags  # the retry is the trial's record

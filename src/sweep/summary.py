@@ -14,7 +14,7 @@ from sweep.budget import STOPPED_ATTR
 from sweep.pareto import LOSSES_ATTR, front, front_rows
 from sweep.registry import register_champion, register_front
 from sweep.search import objectives
-from sweep.study import FINISHED, RUN_ATTR, Sweep, best_trial, counts
+from sweep.study import FINISHED, RUN_ATTR, Sweep, best_trial, counts, storage_answers
 
 LEARNING_CURVES = "plots/learning_curves.png"  # on the parent run: every trial's loss by epoch
 
@@ -153,10 +153,12 @@ def _pareto_plot(parent: Any, study: optuna.Study, names: list[str]) -> None:
 def stopped(sweep: Sweep, why: str, close_parent: bool) -> str:
     """Where an unfinished study stands and how to continue it; its owner marks the parent.
 
-    A tracking server that does not answer now (often why it stopped) is not waited for again:
-    the next start records the summary and closes the parent.
+    A store that does not answer now (often why it stopped) is left alone rather than waited
+    for again: the next start reads the study, and records the summary and closes the parent.
     """
     again = "run the same command again to continue the study"
+    if not storage_answers(sweep.cfg.search.storage):
+        return f"{why}: the study's storage does not answer; {again} once it does"
     recorded = sweep.tracker.reachable()
     text = summary_text(summarize(sweep, record=recorded))
     if close_parent and sweep.parent_run_id and recorded:

@@ -29,8 +29,16 @@ from sweep.errors import EXIT_INTERRUPTED, Diverged, SweepError, first_line
 from sweep.pareto import median_rule
 from sweep.progress import Lines, Live, Silent, View
 from sweep.search import apply_params, objectives, sample
-from sweep.study import MLFLOW_STATUS, RUN_ATTR, Sweep, counts, failed_trials
-from sweep.tracking import TrackingUnavailable, tracked_run, warm_up, write_in_background
+from sweep.study import (
+    MLFLOW_STATUS,
+    RUN_ATTR,
+    StorageLost,
+    Sweep,
+    counts,
+    failed_trials,
+    storage_kept,
+)
+from sweep.tracking import Run, TrackingUnavailable, tracked_run, warm_up, write_in_background
 
 if TYPE_CHECKING:
     from sweep.training import TrainResult
@@ -92,9 +100,10 @@ def run_worker(sweep: Sweep, view: View | None = None) -> int:
         warm_up()
     write_in_background(True)
     try:
-        while (trial := next_trial(sweep, view=view)) is not None:
-            run_trial(sweep, trial, view)
-            ran += 1
+        with storage_kept(sweep.cfg.search.storage):
+            while (trial := next_trial(sweep, view=view)) is not None:
+                run_trial(sweep, trial, view)
+                ran += 1
     except TrackingUnavailable:
         write_in_background(False, drop=True)
         raise
@@ -110,7 +119,9 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, view: View | None = None) -> Tr
     is told: a finished trial in Optuna always has its complete record in MLflow. The heartbeat
     spans the whole run, so a trial waiting on MLflow's retries is not taken for a dead one.
     A trial whose record cannot be completed (Ctrl-C, the tracking server gone) is failed and
-    queued again.
+    queued again; one failed as stale by another worker meanwhile is closed and left to the
+    retry that worker queued (`taken`); after a statement the storage lost, nothing more is
+    written to it: the trial stays RUNNING, and its missing heartbeat fails and retries it.
     """
     from sweep.pipeline import execute
 
@@ -119,10 +130,12 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, view: View | None = None) -> Tr
     view = view or Lines()
     prune = pruning_hook(trial) if len(sweep.study.directions) == 1 else median_rule(sweep, trial)
     hooks = [interrupt.check, prune, *view.hooks(trial.number, cfg.trainer.epochs)]
+    outcome: Outcome | None = None
     try:
         with (
             heartbeat(sweep.study, trial),
             tracked_run(*_run_spec(sweep, trial), failed_tags={"sweep.state": "FAIL"}) as run,
+            storage_kept(sweep.cfg.search.storage),  # innermost: the run's reason names the fault
         ):
             if run.run_id:
                 trial.set_user_attr(RUN_ATTR, run.run_id)
@@ -131,16 +144,21 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, view: View | None = None) -> Tr
             run.close_as(MLFLOW_STATUS[outcome.state], {"sweep.state": outcome.state.name})
     except Diverged as exc:
         outcome = Outcome(TrialState.FAIL, reason=str(exc))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        outcome = None  # another worker failed it as stale: `taken` below
     except KeyboardInterrupt:
         give_back(sweep.study, trial, "interrupted")
         raise
     except TrackingUnavailable as exc:
         give_back(sweep.study, trial, str(exc))
         raise TrackingUnavailable(f"{exc}; trial {trial.number} is queued again") from exc
+    except StorageLost:
+        raise
     except BaseException as exc:
         tell(sweep.study, trial, Outcome(TrialState.FAIL, reason=first_line(exc)))
         raise
-    tell(sweep.study, trial, outcome)
+    if outcome is None or not tell(sweep.study, trial, outcome):
+        outcome = taken(sweep, run)
     seconds = time.perf_counter() - start
     view.trial_done(sweep, trial, outcome, seconds, run.run_id)
     return outcome.state
@@ -201,6 +219,19 @@ def give_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     if tell(study, trial, Outcome(TrialState.FAIL, reason=reason)):
         attrs = {k: v for k, v in trial.user_attrs.items() if k == "baseline"}
         study.enqueue_trial(trial.params, user_attrs={**attrs, "retry_of": trial.number})
+
+
+def taken(sweep: Sweep, run: Run) -> Outcome:
+    """A trial another worker failed as stale while it ran here: no heartbeat reached the storage
+    for `search.grace_period` (it was unreachable that long). That worker queued its retry; this
+    one closes the run with why (its record, like its trial, is superseded) and goes on."""
+    grace = sweep.cfg.search.grace_period
+    reason = (
+        f"failed as stale by another worker: no heartbeat reached the storage for "
+        f"search.grace_period={grace} s; its retry is queued"
+    )
+    run.end("KILLED", {"sweep.state": TrialState.FAIL.name, "fail_reason": reason})
+    return Outcome(TrialState.FAIL, reason=reason)
 
 
 def pruning_hook(trial: optuna.Trial):  # noqa: ANN201

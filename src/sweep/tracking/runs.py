@@ -374,10 +374,12 @@ class Tracker:
         """Mark a finished parent RUNNING again while a resumed sweep adds trials to it."""
         self.client.update_run(run_id, status="RUNNING")
 
-    def terminate(self, run_id: str, status: str, reason: str | None = None) -> None:
-        """Close a run another (dead) process left RUNNING."""
+    def terminate(
+        self, run_id: str, status: str, reason: str | None = None, over: tuple[str, ...] = ()
+    ) -> None:
+        """Close a run another (dead) process left RUNNING (or closed in a status of `over`)."""
         try:
-            if self.client.get_run(run_id).info.status in TERMINAL:
+            if self.client.get_run(run_id).info.status in set(TERMINAL) - set(over):
                 return
             if reason:
                 self.client.set_tag(run_id, "fail_reason", mask_text(reason))
@@ -422,7 +424,9 @@ class NullTracker:
     def child_runs(self, parent_run_id: str, status: str | None = None) -> list:
         return []
 
-    def terminate(self, run_id: str, status: str, reason: str | None = None) -> None: ...
+    def terminate(
+        self, run_id: str, status: str, reason: str | None = None, over: tuple[str, ...] = ()
+    ) -> None: ...
 
 
 def make_tracker(tracking: Any) -> Tracker | NullTracker:

@@ -7,6 +7,8 @@ trials and summary.py writes the sweep's summary.
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
 import socket
 import time
@@ -23,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep import budget, warmstart
 from sweep.config import flatten, mask_url, sqlite_path
-from sweep.errors import NO_SPACE, ConfigError, first_line
+from sweep.errors import NO_SPACE, ConfigError, SweepError, first_line
 from sweep.objects import build
 from sweep.search import Space, baseline_params, fingerprint, objectives, parse_space
 from sweep.tracking import (
@@ -49,6 +51,11 @@ warnings.filterwarnings(
 )
 warnings.filterwarnings(
     "ignore", message="Heartbeat of storage is supposed to be used with Study.optimize"
+)
+# Optuna's note (with its SQL) when a read of trials fails and it tries a slower query: on a
+# server storage that is a dropped connection, which `_again_if_dropped` reads again quietly.
+logging.getLogger("optuna.storages._rdb.storage").addFilter(
+    lambda record: "Falling back to a slower alternative" not in record.getMessage()
 )
 
 
@@ -79,7 +86,7 @@ def make_storage(
     else:
         kwargs = {"pool_pre_ping": True}
     try:
-        storage = optuna.storages.RDBStorage(
+        storage = PatientStorage(
             url,
             engine_kwargs=kwargs,
             heartbeat_interval=cfg.search.heartbeat_interval,
@@ -113,14 +120,129 @@ def _connect_patiently(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> 
             delay = min(delay * 2, 15.0)
 
 
+ATTEMPTS = 3  # a statement whose connection dropped, run again (reconnecting patiently)
+
+
+def _again_if_dropped(call: Any) -> Any:
+    """`call`, run again when its connection dropped mid-statement (the server stopped or
+    restarted): it reconnects through `_connect_patiently` and runs on what is there then.
+
+    Only for what can run twice: a read, or a write that sets a key to a value (an attribute,
+    an epoch's reported loss, the heartbeat's now()). Not for a write that adds a row or moves
+    a trial's state (`ask`, `enqueue_trial`, `tell`): its commit may have landed before the
+    connection dropped, and running it again would make a trial twice or claim one twice.
+    (Optuna itself runs a trial's creation again after any storage error, meant for deadlocks;
+    docs/faults.md says what that can leave.)
+    """
+
+    @functools.wraps(call)
+    def patient(self: optuna.storages.RDBStorage, *args: Any, **kwargs: Any) -> Any:
+        attempt = 1
+        while True:
+            try:
+                return call(self, *args, **kwargs)
+            except optuna.exceptions.StorageInternalError as exc:
+                if not _dropped(exc) or attempt == ATTEMPTS:
+                    raise
+                attempt += 1
+
+    return patient
+
+
+def _dropped(exc: BaseException) -> bool:
+    """Whether SQLAlchemy saw the connection drop somewhere in the error's chain (Optuna runs
+    some queries again itself, so the drop can sit under a later PendingRollbackError)."""
+    seen: BaseException | None = exc
+    for _ in range(20):  # __context__ can loop
+        if seen is None:
+            return False
+        if getattr(seen, "connection_invalidated", False):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+class PatientStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage whose repeatable statements survive a connection dropped mid-way."""
+
+
+REPEATABLE = (
+    # reads
+    "get_study_id_from_name",
+    "get_study_name_from_id",
+    "get_study_directions",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "get_all_studies",
+    "get_trial_id_from_study_id_trial_number",
+    "get_trial_user_attrs",
+    "get_trial_system_attrs",
+    "get_trial_param",
+    "get_trial",
+    "_get_trials",
+    "_get_best_trial_id",
+    "_get_stale_trial_ids",
+    # writes that set a key to a value
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "set_trial_intermediate_value",
+    "record_heartbeat",
+)
+for _name in REPEATABLE:
+    setattr(PatientStorage, _name, _again_if_dropped(getattr(optuna.storages.RDBStorage, _name)))
+
+
+class StorageLost(SweepError):
+    """A statement of the study's storage failed mid-way (its server stopped, the connection
+    dropped) and could not be run again (see `_again_if_dropped`)."""
+
+
+@contextlib.contextmanager
+def storage_kept(url: str) -> Iterator[None]:
+    """Optuna's StorageInternalError (a traceback saying "invalid data") as one line that says
+    what happened and what the next start does."""
+    try:
+        yield
+    except optuna.exceptions.StorageInternalError as exc:
+        cause = first_line(exc.__cause__ or exc)
+        raise StorageLost(
+            f"the study's storage {mask_url(url)} failed mid-statement ({cause}); run the same "
+            "command once it answers: a trial left running is failed by its missing heartbeat "
+            "and run again"
+        ) from exc
+
+
+def storage_answers(url: str) -> bool:
+    """Whether the study's database takes a connection now (5 s, no patience): a stopped sweep
+    reads it only then, instead of waiting minutes to say where it stands."""
+    if url.startswith("sqlite:"):
+        return True
+    engine = sqlalchemy.create_engine(
+        url, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": 5}
+    )
+    try:
+        with engine.connect():
+            return True
+    except sqlalchemy.exc.SQLAlchemyError:
+        return False
+    finally:
+        engine.dispose()
+
+
 def _on_stale_trial(tracker: Tracker | NullTracker | None):  # noqa: ANN202
-    """Close a dead worker's MLflow run and enqueue its parameters again (once)."""
+    """Close a dead worker's MLflow run and enqueue its parameters again (once).
+
+    A run closed FINISHED is marked KILLED too: its worker died (or lost its storage) before
+    the trial's end was stored, so the retry, not this run, is the trial's record.
+    """
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
 
     def callback(study: optuna.Study, trial: FrozenTrial) -> None:
         run_id = trial.user_attrs.get(RUN_ATTR)
         if tracker is not None and run_id:
-            tracker.terminate(run_id, "KILLED", "worker lost: no heartbeat")
+            tracker.terminate(run_id, "KILLED", "worker lost: no heartbeat", over=("FINISHED",))
         retry(study, trial)
 
     return callback
@@ -257,15 +379,19 @@ def _database_lock(url: str) -> Iterator[None]:
 
 
 def close_orphan_runs(sweep: Sweep) -> None:
-    """Kill child runs left RUNNING by a dead worker whose trial is no longer running."""
+    """Kill child runs left RUNNING whose trial is no longer running: by a dead worker, or by
+    one whose tracking server stopped answering (its trial's fail_reason says so)."""
     if sweep.parent_run_id is None:
         return
-    trials = sweep.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    running = {t.number for t in trials}
+    trials = {t.number: t for t in sweep.study.get_trials(deepcopy=False)}
     for run in sweep.tracker.child_runs(sweep.parent_run_id, status="RUNNING"):
         number = run.data.tags.get("sweep.trial")
-        if number is not None and int(number) not in running:
-            sweep.tracker.terminate(run.info.run_id, "KILLED", "worker lost before its trial ended")
+        trial = trials.get(int(number)) if number is not None else None
+        if number is not None and (trial is None or trial.state != TrialState.RUNNING):
+            why = trial.user_attrs.get("fail_reason") if trial else None
+            sweep.tracker.terminate(
+                run.info.run_id, "KILLED", why or "worker lost before its trial ended"
+            )
 
 
 def _create_or_load(
@@ -415,14 +541,19 @@ def counts(study: optuna.Study) -> tuple[int, list[int]]:
     return done, sorted(t.number for t in trials if t.state == TrialState.RUNNING)
 
 
+# Why a trial failed when the fault was not its own: given back, interrupted, or its record
+# lost with the tracking server (tracking.TrackingUnavailable), or that found the disk full;
+# each is retried or never ran.
+NOT_ITS_OWN = ("surplus", "interrupted", "tracking server", NO_SPACE)
+
+
 def failed_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Trials that failed on their own: not a surplus given back, not an interrupted one, not
-    one that found the disk full."""
-    not_theirs = ("surplus", "interrupted", NO_SPACE)
+    """Trials that failed on their own (`NOT_ITS_OWN` aside): what search.max_failed_trials
+    counts."""
     return [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        if not str(t.user_attrs.get("fail_reason", "")).startswith(not_theirs)
+        if not str(t.user_attrs.get("fail_reason", "")).startswith(NOT_ITS_OWN)
     ]
 
 

@@ -15,7 +15,7 @@ from sweep.pareto import front, front_rows
 from sweep.pruning import LOSSES_ATTR
 from sweep.registry import register_champion, register_front
 from sweep.search import objectives
-from sweep.study import FINISHED, RUN_ATTR, Sweep, best_trial, counts
+from sweep.study import FINISHED, RUN_ATTR, Sweep, best_trial, counts, storage_answers
 
 LEARNING_CURVES = "plots/learning_curves.png"  # on the parent run: every trial's loss by epoch
 
@@ -23,7 +23,8 @@ LEARNING_CURVES = "plots/learning_curves.png"  # on the parent run: every trial'
 def summarize(sweep: Sweep, record: bool = True) -> dict[str, Any]:
     """Best trial and params, history and importance plots on the parent run; close it if done.
 
-    `record=False` only reads the study (a full disk would take no more files).
+    `record=False` only reads the study (a full disk would take no more files, or the tracking
+    server does not answer).
     """
     study = sweep.study
     best = best_trial(study)
@@ -152,15 +153,21 @@ def _pareto_plot(parent: Any, study: optuna.Study, names: list[str]) -> None:
 
 
 def stopped(sweep: Sweep, why: str, close_parent: bool, record: bool = True) -> str:
-    """Where an unfinished study stands and how to continue it; its owner marks the parent."""
-    text = summary_text(summarize(sweep, record))
-    if close_parent and sweep.parent_run_id:
+    """Where an unfinished study stands and how to continue it; its owner marks the parent.
+
+    A store that does not answer now (often why it stopped) is left alone rather than waited
+    for again: the next start reads the study, and records the summary and closes the parent.
+    `record=False`: nothing is written (a full disk would take no more files).
+    """
+    again = "run the same command again to continue the study"
+    if not storage_answers(sweep.cfg.search.storage):
+        return f"{why}: the study's storage does not answer; {again} once it does"
+    reachable = sweep.tracker.reachable()
+    text = summary_text(summarize(sweep, record=record and reachable))
+    if close_parent and sweep.parent_run_id and reachable:
         sweep.tracker.terminate(sweep.parent_run_id, "KILLED", why)
     done, _ = counts(sweep.study)
-    return (
-        f"{text}\n{why} at {done}/{sweep.cfg.search.n_trials} finished trials; "
-        "run the same command again to continue the study"
-    )
+    return f"{text}\n{why} at {done}/{sweep.cfg.search.n_trials} finished trials; {again}"
 
 
 def summary_text(summary: dict[str, Any]) -> str:

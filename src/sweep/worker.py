@@ -36,8 +36,16 @@ from sweep.errors import (
 from sweep.progress import Lines, Silent, View
 from sweep.pruning import Pruning
 from sweep.search import apply_params, objectives, sample
-from sweep.study import MLFLOW_STATUS, RUN_ATTR, Sweep, counts, failed_trials
-from sweep.tracking import tracked_run, warm_up, write_in_background
+from sweep.study import (
+    MLFLOW_STATUS,
+    RUN_ATTR,
+    StorageLost,
+    Sweep,
+    counts,
+    failed_trials,
+    storage_kept,
+)
+from sweep.tracking import Run, TrackingUnavailable, tracked_run, warm_up, write_in_background
 
 if TYPE_CHECKING:
     from sweep.training import TrainResult
@@ -99,9 +107,13 @@ def run_worker(sweep: Sweep, view: View | None = None) -> int:
         warm_up()
     write_in_background(True)
     try:
-        while (trial := next_trial(sweep, view=view)) is not None:
-            run_trial(sweep, trial, view)
-            ran += 1
+        with storage_kept(sweep.cfg.search.storage):
+            while (trial := next_trial(sweep, view=view)) is not None:
+                run_trial(sweep, trial, view)
+                ran += 1
+    except TrackingUnavailable:
+        write_in_background(False, drop=True)
+        raise
     finally:
         write_in_background(False)
     return ran
@@ -111,7 +123,12 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, view: View | None = None) -> Tr
     """One trial as one MLflow child run; pruned, diverged and interrupted trials are marked.
 
     The run closes first (its status and `sweep.state` tag match the trial's), then the trial
-    is told: a finished trial in Optuna always has its complete record in MLflow.
+    is told: a finished trial in Optuna always has its complete record in MLflow. The heartbeat
+    spans the whole run, so a trial waiting on MLflow's retries is not taken for a dead one.
+    A trial whose record cannot be completed (Ctrl-C, the tracking server gone) is failed and
+    queued again; one failed as stale by another worker meanwhile is closed and left to the
+    retry that worker queued (`taken`); after a statement the storage lost, nothing more is
+    written to it: the trial stays RUNNING, and its missing heartbeat fails and retries it.
     """
     from sweep.pipeline import execute
 
@@ -120,10 +137,12 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, view: View | None = None) -> Tr
     view = view or Lines()
     prune = Pruning(sweep.study, trial, sweep.cfg.search.pruner)
     hooks = [interrupt.check, prune, *view.hooks(trial.number, cfg.trainer.epochs)]
+    outcome: Outcome | None = None
     try:
         with (
-            tracked_run(*_run_spec(sweep, trial), failed_tags={"sweep.state": "FAIL"}) as run,
             heartbeat(sweep.study, trial),
+            tracked_run(*_run_spec(sweep, trial), failed_tags={"sweep.state": "FAIL"}) as run,
+            storage_kept(sweep.cfg.search.storage),  # innermost: the run's reason names the fault
         ):
             if run.run_id:
                 trial.set_user_attr(RUN_ATTR, run.run_id)
@@ -133,16 +152,23 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, view: View | None = None) -> Tr
             run.close_as(MLFLOW_STATUS[outcome.state], {"sweep.state": outcome.state.name})
     except Diverged as exc:
         outcome = Outcome(TrialState.FAIL, reason=str(exc))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        outcome = None  # another worker failed it as stale: `taken` below
     except KeyboardInterrupt:
-        tell(sweep.study, trial, Outcome(TrialState.FAIL, reason="interrupted"))
-        retry_later(sweep.study, trial)
+        give_back(sweep.study, trial, "interrupted")
+        raise
+    except TrackingUnavailable as exc:
+        give_back(sweep.study, trial, str(exc))
+        raise TrackingUnavailable(f"{exc}; trial {trial.number} is queued again") from exc
+    except StorageLost:
         raise
     except BaseException as exc:
         if no_space(exc):
             raise out_of_space(sweep, trial, exc) from exc
         tell(sweep.study, trial, Outcome(TrialState.FAIL, reason=first_line(exc)))
         raise
-    tell(sweep.study, trial, outcome)
+    if outcome is None or not tell(sweep.study, trial, outcome):
+        outcome = taken(sweep, run)
     seconds = time.perf_counter() - start
     view.trial_done(sweep, trial, outcome, seconds, run.run_id)
     return outcome.state
@@ -178,14 +204,23 @@ class Outcome:
         return cls(TrialState.COMPLETE, value=values[0] if len(values) == 1 else values)
 
 
-def tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
-    """The trial's end in Optuna, with its failure reason as a user attribute."""
-    if outcome.reason:
-        trial.set_user_attr("fail_reason", mask_text(outcome.reason))
-    if outcome.state == TrialState.COMPLETE:
-        study.tell(trial, outcome.value)
-    else:
-        study.tell(trial, state=outcome.state)
+def tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> bool:
+    """The trial's end in Optuna, with its failure reason as a user attribute.
+
+    False when it had ended already: another worker failed it as stale (and queued its retry).
+    """
+    try:
+        if outcome.reason:
+            trial.set_user_attr("fail_reason", mask_text(outcome.reason))
+        if outcome.state == TrialState.COMPLETE:
+            study.tell(trial, outcome.value)
+        else:
+            study.tell(trial, state=outcome.state)
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError):  # "Cannot tell a FAIL trial"
+        if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+            raise
+        return False
+    return True
 
 
 def out_of_space(sweep: Sweep, trial: optuna.Trial, exc: BaseException) -> DiskFull:
@@ -197,18 +232,32 @@ def out_of_space(sweep: Sweep, trial: optuna.Trial, exc: BaseException) -> DiskF
     """
     why = reason(exc)
     with contextlib.suppress(Exception):
-        tell(sweep.study, trial, Outcome(TrialState.FAIL, reason=why))
-        retry_later(sweep.study, trial)
+        give_back(sweep.study, trial, why)
     return DiskFull(
         f"trial {trial.number}: {why}; free some space and run the same command again "
         "(the trial is retried)"
     )
 
 
-def retry_later(study: optuna.Study, trial: optuna.Trial) -> None:
-    """Enqueue an interrupted trial's parameters, so a resumed study still evaluates them."""
-    attrs = {k: v for k, v in trial.user_attrs.items() if k == "baseline"}
-    study.enqueue_trial(trial.params, user_attrs={**attrs, "retry_of": trial.number})
+def give_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    """Fail a trial whose record cannot be completed and enqueue its parameters, so a resumed
+    study still evaluates them; not twice if a stale check already failed and queued it."""
+    if tell(study, trial, Outcome(TrialState.FAIL, reason=reason)):
+        attrs = {k: v for k, v in trial.user_attrs.items() if k == "baseline"}
+        study.enqueue_trial(trial.params, user_attrs={**attrs, "retry_of": trial.number})
+
+
+def taken(sweep: Sweep, run: Run) -> Outcome:
+    """A trial another worker failed as stale while it ran here: no heartbeat reached the storage
+    for `search.grace_period` (it was unreachable that long). That worker queued its retry; this
+    one closes the run with why (its record, like its trial, is superseded) and goes on."""
+    grace = sweep.cfg.search.grace_period
+    reason = (
+        f"failed as stale by another worker: no heartbeat reached the storage for "
+        f"search.grace_period={grace} s; its retry is queued"
+    )
+    run.end("KILLED", {"sweep.state": TrialState.FAIL.name, "fail_reason": reason})
+    return Outcome(TrialState.FAIL, reason=reason)
 
 
 def heartbeat_interval(study: optuna.Study) -> int:

@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-# A tracking server restarted mid-sweep: MLflow's default 7 retries back off 2, 4, .. 120 s
+# A tracking server restarted mid-sweep: MLflow's default 7 retries back off 4, 8, .. 120 s
 # (~4 min) before a call fails; a server down at start is refused in 5 s by check_reachable.
+# Defaults only: a user's own MLFLOW_HTTP_REQUEST_MAX_RETRIES / _BACKOFF_FACTOR win (a sweep
+# that should give up on a lost server sooner, or wait longer, sets them).
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # one line per trial
 
@@ -34,6 +37,7 @@ logging.getLogger("alembic").setLevel(logging.WARNING)
 # MLflow logs a database error with its traceback, then raises it: the raised one is reported.
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 import numpy as np  # noqa: E402
+import requests  # noqa: E402
 import sqlalchemy  # noqa: E402
 import yaml  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
@@ -42,10 +46,51 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # noqa: E402
 
 from sweep.config import mask_data, mask_text, mask_url, sqlite_path  # noqa: E402
-from sweep.errors import ConfigError, first_line, no_space, reason  # noqa: E402
+from sweep.errors import ConfigError, SweepError, first_line, no_space, reason  # noqa: E402
 
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
+
+
+class TrackingUnavailable(SweepError):
+    """The tracking server did not answer for MLflow's whole retry budget: a run's record cannot
+    be completed now. Its message starts "tracking server" (study.NOT_ITS_OWN counts on it)."""
+
+
+def retry_budget() -> tuple[int, float]:
+    """MLflow's retries and the seconds they wait in all: urllib3 backs off 0, 2F, 4F .. (each at
+    most 120 s, plus up to 1 s of jitter) for a backoff factor F."""
+    retries = int(os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])
+    factor = float(os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"])
+    return retries, sum(min(factor * 2 ** (k - 1), 120.0) for k in range(2, retries + 1))
+
+
+def unanswered(exc: BaseException) -> bool:
+    """Whether an MLflow call failed because its server never answered (refused, timed out, or
+    only 5xx/429 until the retries ran out), not because it refused the request."""
+    lost = (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError)
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 20:  # __context__ can loop
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    mlflow_call = any(isinstance(e, MlflowException) for e in chain)
+    return mlflow_call and any(isinstance(e, lost) for e in chain)
+
+
+@contextlib.contextmanager
+def answered(uri: str | None) -> Iterator[None]:
+    """MLflow's error once its retry budget is spent, as one line (`TrackingUnavailable`)."""
+    try:
+        yield
+    except Exception as exc:
+        if not unanswered(exc):
+            raise
+        retries, seconds = retry_budget()
+        raise TrackingUnavailable(
+            f"tracking server {mask_url(uri)} did not answer for MLflow's whole retry budget "
+            f"({retries} retries over ~{seconds:.0f} s: MLFLOW_HTTP_REQUEST_MAX_RETRIES, "
+            f"MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR)"
+        ) from exc
 
 
 def str_tags(tags: dict | None) -> dict[str, str]:
@@ -76,13 +121,17 @@ sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", _fast_sqlite_commit
 _writer: ThreadPoolExecutor | None = None
 
 
-def write_in_background(on: bool = True) -> None:
-    """Let a worker render and write plots on one thread while its next trial trains."""
+def write_in_background(on: bool = True, drop: bool = False) -> None:
+    """Let a worker render and write plots on one thread while its next trial trains.
+
+    Turning it off waits for every queued write, unless `drop`: a worker stopping because its
+    tracking server is gone drops them (each would wait out MLflow's retry budget again).
+    """
     global _writer
     if on and _writer is None:
         _writer = ThreadPoolExecutor(1, thread_name_prefix="sweep-artifacts")
     elif not on and _writer is not None:
-        _writer.shutdown(wait=True)
+        _writer.shutdown(wait=True, cancel_futures=drop)
         _writer = None
 
 
@@ -183,10 +232,11 @@ class Run:
         """An OSError (a full disk, a read-only store) means the run's record cannot be stored:
         it is raised, to fail the run. Anything else only loses that file: a warning."""
         try:
-            write()
+            with answered(self.client.tracking_uri):  # a lost server said in the sweep's words
+                write()
         except OSError:
             raise
-        except Exception as exc:  # a plot that fails to render must not stop the sweep
+        except Exception as exc:  # a plot that fails to render, or a lost server: a warning
             print(f"warning: {what} of run {self.run_id}: {first_line(exc)}", file=sys.stderr)
 
     def written(self) -> None:
@@ -267,19 +317,24 @@ def tracked_run(
 
     The block's end closes it FINISHED (or as `run.close_as` said); an interrupt closes it KILLED
     and any error FAILED, both with a `fail_reason` tag (plus `failed_tags`), and re-raises.
+    A server that stopped answering raises `TrackingUnavailable` and leaves the run RUNNING:
+    closing it would wait out the retry budget again; the next start closes it
+    (`study.close_orphan_runs`).
     """
-    run = tracker.start_run(name, parent_run_id, tags)
-    try:
-        yield run
-        run.written()  # a deferred artifact that could not be written fails the run
-    except KeyboardInterrupt:
-        _close_failed(run, "KILLED", {**(failed_tags or {}), "fail_reason": "interrupted"})
-        raise
-    except BaseException as exc:
-        _close_failed(run, "FAILED", {**(failed_tags or {}), "fail_reason": reason(exc)})
-        raise
-    status, end_tags = run.outcome
-    run.end(status, end_tags)
+    with answered(tracker.uri):
+        run = tracker.start_run(name, parent_run_id, tags)
+        try:
+            yield run
+            run.written()  # a deferred artifact that could not be written fails the run
+        except KeyboardInterrupt:
+            _close_failed(run, "KILLED", {**(failed_tags or {}), "fail_reason": "interrupted"})
+            raise
+        except BaseException as exc:
+            if not unanswered(exc):
+                _close_failed(run, "FAILED", {**(failed_tags or {}), "fail_reason": reason(exc)})
+            raise
+        status, end_tags = run.outcome
+        run.end(status, end_tags)
 
 
 def _close_failed(run: Run, status: str, tags: dict[str, Any]) -> None:
@@ -352,14 +407,25 @@ class Tracker:
     def status(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.status
 
+    def reachable(self) -> bool:
+        """Whether the store answers now (a server's health check, 5 s, no retries): a stopped
+        sweep records its summary only then, instead of waiting out the retry budget again."""
+        try:
+            check_reachable(self.uri)
+        except ConfigError:
+            return False
+        return True
+
     def reopen(self, run_id: str) -> None:
         """Mark a finished parent RUNNING again while a resumed sweep adds trials to it."""
         self.client.update_run(run_id, status="RUNNING")
 
-    def terminate(self, run_id: str, status: str, reason: str | None = None) -> None:
-        """Close a run another (dead) process left RUNNING."""
+    def terminate(
+        self, run_id: str, status: str, reason: str | None = None, over: tuple[str, ...] = ()
+    ) -> None:
+        """Close a run another (dead) process left RUNNING (or closed in a status of `over`)."""
         try:
-            if self.client.get_run(run_id).info.status in TERMINAL:
+            if self.client.get_run(run_id).info.status in set(TERMINAL) - set(over):
                 return
             if reason:
                 self.client.set_tag(run_id, "fail_reason", mask_text(reason))
@@ -396,12 +462,17 @@ class NullTracker:
     def status(self, run_id: str) -> str:
         return "FINISHED"
 
+    def reachable(self) -> bool:
+        return True
+
     def reopen(self, run_id: str) -> None: ...
 
     def child_runs(self, parent_run_id: str, status: str | None = None) -> list:
         return []
 
-    def terminate(self, run_id: str, status: str, reason: str | None = None) -> None: ...
+    def terminate(
+        self, run_id: str, status: str, reason: str | None = None, over: tuple[str, ...] = ()
+    ) -> None: ...
 
 
 def make_tracker(tracking: Any) -> Tracker | NullTracker:

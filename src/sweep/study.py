@@ -23,7 +23,7 @@ import sqlalchemy
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from sweep import budget, warmstart
+from sweep import budget, interrupt, warmstart
 from sweep.config import flatten, mask_url, sqlite_path
 from sweep.errors import NO_SPACE, ConfigError, SweepError, first_line
 from sweep.objects import build
@@ -268,6 +268,16 @@ def open_sweep(cfg: DictConfig, overrides: Sequence[str] = ()) -> Sweep:
 
 # Tables only MLflow's store has (Optuna's has `studies`, `trials`): both keep `alembic_version`.
 MLFLOW_TABLES = {"experiments", "runs", "metrics"}
+
+
+def wait_for_storage(url: str, seconds: float = RECONNECT_SECONDS) -> None:
+    """Wait (backing off 1, 2, 4 .. 15 s) until the study's database answers, for a worker
+    joining a study another one has just opened: unreachable now is an outage, not a typo."""
+    deadline, delay = time.monotonic() + seconds, 1.0
+    while not storage_answers(url) and time.monotonic() + delay < deadline:
+        interrupt.check()
+        time.sleep(delay)
+        delay = min(delay * 2, 15.0)
 
 
 def check_storage(url: str) -> None:

@@ -385,7 +385,7 @@ def _worker_process(
     data: dict, overrides: list[str], index: int, jobs: int, live: bool, ready: Any
 ) -> None:
     """Entry of one spawned worker: pinned to its cores, warmed up, then on the study."""
-    from sweep.study import open_sweep
+    from sweep.study import open_sweep, wait_for_storage
 
     interrupt.install()
     cfg = OmegaConf.create(data)
@@ -398,6 +398,7 @@ def _worker_process(
             sys.exit(EXIT_INTERRUPTED)
     try:
         view = Silent() if live else Lines(f"[w{index}] ")
+        wait_for_storage(cfg.search.storage)  # worker 0 opened it: a restart, if it is down
         run_worker(open_sweep(cfg, overrides), view)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)

@@ -538,3 +538,16 @@ def test_a_tell_in_flight_when_postgres_stops_is_one_line_and_the_next_start_ret
     _one_record_per_run(trials, runs)
     run = next(r for r in runs if r.info.run_id == lost.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED", run.data.tags  # the retry is the trial's record
+
+
+def test_a_sweep_that_cannot_open_leaves_no_worker_behind(tmp_path):
+    """`JOBS=2` spawns worker 1 before the study opens; a refusal there stops it, silently."""
+    import multiprocessing
+
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    MlflowClient(tracking).search_experiments()
+    code, err = _sweep_in_process(
+        f"paths.store={tmp_path}", f"search.storage={tracking}", "search.jobs=2"
+    )
+    assert code == 2 and err.count("\n") == 1 and "MLflow's tracking database" in err, err
+    assert multiprocessing.active_children() == []

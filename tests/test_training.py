@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 
 import numpy as np
@@ -115,3 +116,21 @@ def test_divergence_stops_at_the_epoch_it_happens():
         _train(20, lr=5.0, act="relu")
     assert 1 <= info.value.epoch < 20
     assert not math.isfinite(info.value.loss)
+
+
+def test_trainings_leave_no_graph_and_no_registered_gradient_behind():
+    # Keras's optimizer sums gradients through a tf.custom_gradient, which registers a gradient
+    # per trace in TensorFlow's global registry; its closure held each run's whole epoch graph.
+    from tensorflow.python.framework import ops
+    from tensorflow.python.framework.func_graph import FuncGraph
+
+    def graphs() -> int:
+        gc.collect()
+        return sum(isinstance(o, FuncGraph) for o in gc.get_objects())
+
+    _train(1)
+    registered, alive = set(ops._gradient_registry.list()), graphs()
+    for seed in range(3):
+        _train(1, seed=seed, width=8 + seed)
+    assert set(ops._gradient_registry.list()) == registered
+    assert graphs() == alive

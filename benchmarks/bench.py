@@ -656,38 +656,49 @@ def count_reads(study: Any) -> dict[str, float]:
     return tally
 
 
-def soak_worker(
-    store: str, index: int, trials: int, epochs: int, space: str, overrides: Sequence[str] = ()
-) -> list[dict[str, float]]:
-    """One soak worker in its own process, pinned and threaded as `search.jobs` runs it; per
-    trial: seconds to get it and to run it (artifacts written), its reads of the study, memory."""
+def soak_trial(sweep: Any, tally: dict[str, float]) -> dict[str, float] | None:
+    """One trial as a worker runs it, measured: seconds to get it and to run it (artifacts
+    written), the worker's CPU seconds, its reads of the study, memory; None once it is done."""
     from sweep import worker
     from sweep.progress import Silent
     from sweep.tracking import drain
 
-    threads = worker.pin_worker(index, SOAK_JOBS)
+    start, cpu, before = time.perf_counter(), time.process_time(), dict(tally)
+    if (trial := worker.next_trial(sweep)) is None:
+        return None
+    asked = time.perf_counter()
+    worker.run_trial(sweep, trial, Silent())
+    drain()
+    return {
+        "number": trial.number,
+        "ask_s": asked - start,
+        "trial_s": time.perf_counter() - asked,
+        "cpu_s": time.process_time() - cpu,
+        "reads": tally["reads"] - before["reads"],
+        "read_s": tally["read_s"] - before["read_s"],
+        **memory_mb(),
+    }
+
+
+def soak_worker(
+    store: str, index: int, trials: int, epochs: int, space: str, overrides: Sequence[str] = ()
+) -> list[dict[str, float]]:
+    """One soak worker in its own process, pinned and threaded as `search.jobs` runs it: its
+    trials one after another, each measured (`soak_trial`)."""
+    from sweep.worker import pin_worker
+
+    threads = pin_worker(index, SOAK_JOBS)
     extra = [f"trainer.threads={threads}"] if threads else []
     sweep = open_bench_sweep(
         Path(store), *soak_overrides(trials, epochs, space), *overrides, *extra
     )
     tally, samples = count_reads(sweep.study), []
     with background_writes():
-        while True:
-            start, cpu, before = time.perf_counter(), time.process_time(), dict(tally)
-            if (trial := worker.next_trial(sweep)) is None:
-                break
-            asked = time.perf_counter()
-            worker.run_trial(sweep, trial, Silent())
-            drain()
-            samples.append(
-                {"trial": len(samples) + 1, "number": trial.number, "ask_s": asked - start,
-                 "trial_s": time.perf_counter() - asked, "cpu_s": time.process_time() - cpu,
-                 "reads": tally["reads"] - before["reads"],
-                 "read_s": tally["read_s"] - before["read_s"], **memory_mb()}
-            )  # fmt: skip
+        while (sample := soak_trial(sweep, tally)) is not None:
+            samples.append({"trial": len(samples) + 1, **sample})
             if len(samples) % 25 == 0:
                 say(f"  soak part: worker {index}, {len(samples)} trials, study trial "
-                    f"{trial.number}, RSS {samples[-1]['VmRSS']:.0f} MB")  # fmt: skip
+                    f"{sample['number']}, RSS {sample['VmRSS']:.0f} MB")  # fmt: skip
     return samples
 
 

@@ -13,7 +13,7 @@ Seven parts, each runnable alone (`--only fit,trial,workers,memory,digits,search
            validation MSE after 30 trials (median over 3 sampler seeds) and the first trial < 1e-4.
   soak     a 300-trial study on two spawned workers and the embedded stores (SQLite study and
            MLflow store, artifacts on disk), the tutorial's configuration in every trial: per-trial
-           time at the end against the start, each worker's RSS growth, the stores' sizes.
+           CPU (and wall) time at the end against the start, each worker's RSS growth, the stores.
 Not a test: it prints a markdown table with PASS/FAIL per target and writes it to --out.
 Run it as `python benchmarks/bench.py [--only ...]` (`make bench`); it is not part of the package.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 
 import numpy as np
@@ -163,3 +164,21 @@ def test_an_optimizer_with_state_trains_in_a_graph_of_its_own():
         (SGD(keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9)), False),
     ]:
         assert (shared_key(_Setup(model, opt, TUTORIAL, "mse", 100, False)) is not None) == shares
+
+
+def test_trainings_leave_no_graph_and_no_registered_gradient_behind():
+    # Keras's optimizer sums gradients through a tf.custom_gradient, which registers a gradient
+    # per trace in TensorFlow's global registry; its closure held each run's whole epoch graph.
+    from tensorflow.python.framework import ops
+    from tensorflow.python.framework.func_graph import FuncGraph
+
+    def graphs() -> int:
+        gc.collect()
+        return sum(isinstance(o, FuncGraph) for o in gc.get_objects())
+
+    _train(1)
+    registered, alive = set(ops._gradient_registry.list()), graphs()
+    for seed in range(3):
+        _train(1, seed=seed, width=8 + seed)
+    assert set(ops._gradient_registry.list()) == registered
+    assert graphs() == alive

@@ -172,9 +172,32 @@ def release_graphs(graph: Any) -> None:
     graphs = [graph]
     for op in graph.get_operations():
         graphs += [g for a in ("_cond_graph", "_body_graph") if (g := getattr(op, a, None))]
+    forget_custom_gradients(graphs)
     for g in graphs:
         with contextlib.suppress(Exception):  # best effort: a leak, never a failed trial
             dismantle_func_graph(g)
+
+
+def forget_custom_gradients(graphs: Sequence[Any]) -> None:
+    """Unregister the gradient functions that `tf.custom_gradient` registered for these graphs.
+
+    Traced in a graph, `tf.custom_gradient` registers its gradient under a new name in
+    TensorFlow's process-wide gradient registry and never removes it; the function's closure
+    holds the traced tensors, so through it the registry kept every trial's whole epoch graph
+    alive (1-2 MB a trial: Keras's optimizer sums gradients through `tf.distribute`'s
+    `all_reduce`, which is such a function; tensorflow issue 97697). The ops that use one name
+    it in their `_gradient_op_type` attribute; a finished trial's graphs are never differentiated
+    again, so their entries can go.
+    """
+    from tensorflow.python.framework import ops  # the registry has no public API
+
+    registry = ops._gradient_registry._registry
+    for g in graphs:
+        for op in g.get_operations():
+            if op.type != "IdentityN":  # what custom_gradient wraps its tensors in
+                continue
+            with contextlib.suppress(Exception):  # no such attribute: an ordinary IdentityN
+                registry.pop(op.get_attr("_gradient_op_type").decode(), None)
 
 
 def mse(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:

@@ -77,7 +77,9 @@ def test_workers_table_holds_each_size_to_its_target():
     assert rows["4 trials, end to end with start-up: 1 worker / 2 workers"].target == ">= 1x"
     twelve = rows["12 trials, end to end with start-up: 1 worker / 2 workers"]
     assert (twelve.value, twelve.target, twelve.verdict) == (
-        "18.0 s / 12.0 s = 1.50x", ">= 1.4x", "PASS"
+        "18.0 s / 12.0 s = 1.50x",
+        ">= 1.4x",
+        "PASS",
     )
     assert rows["12 trials, 1 worker (`search.jobs=1`)"].value.startswith("60.0 trials/min")
     assert rows["2 workers / 1 worker over the trials' span"].value == "1.85x"

@@ -13,8 +13,8 @@ from omegaconf import DictConfig
 from optuna.trial import TrialState
 
 from sweep.objects import build
-from sweep.training import EpochLog, StopTraining
 from sweep.pruning import Pruning
+from sweep.training import EpochLog, StopTraining
 
 GOOD = [0.50, 0.30, 0.20, 0.15, 0.12, 0.10]
 BAD = [0.90, 0.90, 0.90, 0.90, 0.90, 0.90]
@@ -130,7 +130,9 @@ def test_pruning_decides_and_stores_as_optunas_own_per_epoch_calls(tmp_path, mak
     for curve in curves:
         assert run_through_hook(ours, curve) == optunas_own_calls(theirs, curve)
     for a, b in zip(ours.trials, theirs.trials, strict=True):
-        assert (a.state, a.intermediate_values, a.value) == (b.state, b.intermediate_values, b.value)
+        assert (a.state, a.intermediate_values, a.value) == (
+            b.state, b.intermediate_values, b.value
+        )  # fmt: skip
     assert any(t.state == TrialState.PRUNED for t in ours.trials), "no trial was pruned"
 
 

@@ -166,10 +166,15 @@ def test_an_optimizer_with_state_trains_in_a_graph_of_its_own():
         assert (shared_key(_Setup(model, opt, TUTORIAL, "mse", 100, False)) is not None) == shares
 
 
-def test_trainings_leave_no_graph_and_no_registered_gradient_behind():
+def test_trainings_leave_no_graph_and_no_registered_gradient_behind(monkeypatch):
     # Keras's optimizer sums gradients through a tf.custom_gradient, which registers a gradient
     # per trace in TensorFlow's global registry; its closure held each run's whole epoch graph.
+    # (The graphs shared by architecture are kept on purpose, at most SHARED_MAX: not these.)
     from tensorflow.python.framework import ops
+
+    import sweep.training as training
+
+    monkeypatch.setattr(training, "shared_key", lambda s: None)
     from tensorflow.python.framework.func_graph import FuncGraph
 
     def graphs() -> int:
@@ -182,3 +187,13 @@ def test_trainings_leave_no_graph_and_no_registered_gradient_behind():
         _train(1, seed=seed, width=8 + seed)
     assert set(ops._gradient_registry.list()) == registered
     assert graphs() == alive
+
+
+def test_the_shared_graphs_are_bounded(monkeypatch):
+    import sweep.training as training
+
+    monkeypatch.setattr(training, "SHARED_MAX", 2)
+    for width in (5, 6, 7):
+        _train(1, width=width)
+    assert len(training._SHARED) == 2
+    assert ['"units": 7' in k[0] for k in training._SHARED] == [False, True]  # oldest went first

@@ -373,7 +373,7 @@ class _shared_epochs:  # noqa: N801 - called like the function it wraps
             _SHARED[key] = _shared_epoch_function(
                 s.model, loss_function(s.loss), s.batch_size, s.jit
             )
-            if len(_SHARED) > SHARED_MAX:
+            while len(_SHARED) > SHARED_MAX:
                 _SHARED.popitem(last=False)
         self.run_epoch = _SHARED[key]
         d = s.data

@@ -551,3 +551,30 @@ def test_a_sweep_that_cannot_open_leaves_no_worker_behind(tmp_path):
     )
     assert code == 2 and err.count("\n") == 1 and "MLflow's tracking database" in err, err
     assert multiprocessing.active_children() == []
+
+
+def test_a_trial_that_never_beat_is_failed_and_retried_after_the_grace_period(tmp_path):
+    """A worker lost between asking and its first heartbeat (or a creation lost with the
+    database) leaves a RUNNING trial Optuna's stale check skips; it must not hold a slot."""
+    from sweep.study import LOST_BEFORE_BEAT, fail_stale
+
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{tmp_path}/optuna.db",
+        heartbeat_interval=1,
+        grace_period=1,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+            max_retry=1
+        ),
+    )
+    study = optuna.create_study(storage=storage)
+    lost, alive = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), study.ask()
+    storage.record_heartbeat(alive._trial_id)
+    fail_stale(study)
+    assert [t.state.name for t in study.trials] == ["RUNNING", "RUNNING"]  # within the grace
+    time.sleep(1.5)
+    storage.record_heartbeat(alive._trial_id)
+    fail_stale(study)
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "RUNNING", "WAITING"], states  # the lost one failed and queued
+    assert study.trials[0].user_attrs["fail_reason"] == LOST_BEFORE_BEAT
+    assert study.trials[2].params == study.trials[0].params == lost.params

@@ -7,6 +7,8 @@ trials and summary.py writes the sweep's summary.
 from __future__ import annotations
 
 import contextlib
+import copy
+import datetime
 import functools
 import logging
 import os
@@ -229,6 +231,52 @@ def storage_answers(url: str) -> bool:
         return False
     finally:
         engine.dispose()
+
+
+LOST_BEFORE_BEAT = "worker lost before its first heartbeat"
+
+
+def fail_stale(study: optuna.Study) -> None:
+    """Fail (and retry) the trials whose worker is gone: Optuna's heartbeat check, plus a trial
+    that never recorded a heartbeat within the grace period of its start.
+
+    Optuna skips the latter, and left alone one holds a slot of the target for ever (the last
+    worker waits for it). A worker beats right after it asks, so such a trial's worker died in
+    between, or its creation was a statement lost with the database (docs/faults.md). The start
+    is the asking host's clock against this one's: hosts of one study keep NTP time.
+    """
+    optuna.storages.fail_stale_trials(study)
+    storage = study._storage
+    rdb = getattr(storage, "_backend", storage)
+    grace = getattr(rdb, "grace_period", None)
+    if not isinstance(rdb, optuna.storages.RDBStorage) or not rdb.heartbeat_interval or not grace:
+        return
+    now = datetime.datetime.now()
+    old = {
+        t._trial_id: t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if t.datetime_start and (now - t.datetime_start).total_seconds() > grace
+    }
+    if not old:
+        return
+    from optuna.storages._rdb import models  # no public call lists a trial's heartbeat
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(rdb.scoped_session) as session:
+        beaten = {
+            row.trial_id
+            for row in session.query(models.TrialHeartbeatModel.trial_id).filter(
+                models.TrialHeartbeatModel.trial_id.in_(list(old))
+            )
+        }
+    callback = rdb.get_heartbeat_stale_trial_callback()
+    for trial_id in set(old) - beaten:
+        storage.set_trial_user_attr(
+            trial_id, "fail_reason", "worker lost before its first heartbeat"
+        )
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL) and callback:
+                callback(study, copy.deepcopy(storage.get_trial(trial_id)))
 
 
 def _on_stale_trial(tracker: Tracker | NullTracker | None):  # noqa: ANN202
@@ -554,7 +602,7 @@ def counts(study: optuna.Study) -> tuple[int, list[int]]:
 # Why a trial failed when the fault was not its own: given back, interrupted, or its record
 # lost with the tracking server (tracking.TrackingUnavailable), or that found the disk full;
 # each is retried or never ran.
-NOT_ITS_OWN = ("surplus", "interrupted", "tracking server", NO_SPACE)
+NOT_ITS_OWN = ("surplus", "interrupted", "tracking server", NO_SPACE, LOST_BEFORE_BEAT)
 
 
 def failed_trials(study: optuna.Study) -> list[FrozenTrial]:

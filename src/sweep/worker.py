@@ -42,6 +42,7 @@ from sweep.study import (
     StorageLost,
     Sweep,
     counts,
+    fail_stale,
     failed_trials,
     storage_kept,
 )
@@ -60,7 +61,7 @@ def next_trial(sweep: Sweep, poll: float = 1.0, view: View | None = None) -> opt
     waiting_said = False
     while True:
         interrupt.check()
-        optuna.storages.fail_stale_trials(sweep.study)
+        fail_stale(sweep.study)
         done, running = counts(sweep.study)
         if done >= target or budget.spent(sweep.study):
             return None

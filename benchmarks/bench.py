@@ -1,4 +1,4 @@
-"""`make bench`: the speed targets of issue 3, measured side by side in one run on this machine.
+"""`make bench`: the speed targets (issues 3, 13, 15), measured side by side in one run here.
 
 Seven parts, each runnable alone (`--only fit,trial,workers,memory,digits,search,soak`):
   fit      the tutorial's `model.fit` against our compiled loop (and the loop with XLA), 50 epochs,

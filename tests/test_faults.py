@@ -362,7 +362,7 @@ def test_postgres_restarted_mid_sweep_loses_nothing(private_pg, tmp_path):
     args += ["search.jobs=2", "search.n_trials=6", "trainer.epochs=60"]
     proc = _popen(store, *args, f"search.storage={private_pg.url}", merge=True)
     try:
-        _wait_all_busy(private_pg.url, 1, [proc])
+        _wait_all_busy(private_pg.url, 2, [proc])  # both mid-trial: worker 1 joins later
         private_pg.stop()
         time.sleep(8)
         private_pg.start()
@@ -518,7 +518,8 @@ def test_a_tell_in_flight_when_postgres_stops_is_one_line_and_the_next_start_ret
     assert "Traceback" not in err, err
     (line,) = _errors(err)
     assert line.startswith("error: the study's storage postgresql://") and "mid-statement" in line
-    assert "terminating connection" in line, line
+    # PostgreSQL's words depend on where the statement was when it stopped
+    assert "terminating connection" in line or "closed the connection" in line, line
     assert "the study's storage does not answer" in out, out
 
     private_pg.start()

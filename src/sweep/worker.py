@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 from sweep import budget, interrupt
 from sweep.config import mask_text
 from sweep.errors import (
+    EXIT_FAILED,
     EXIT_INTERRUPTED,
     DiskFull,
     Diverged,
@@ -406,6 +407,9 @@ def _worker_process(
     except SweepError as exc:
         print(f"error: [w{index}] {first_line(exc)}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except Exception as exc:  # e.g. the storage stopping mid-open: one line, as worker 0 says it
+        print(f"error: [w{index}] {mask_text(first_line(exc))}", file=sys.stderr)
+        sys.exit(EXIT_FAILED)
 
 
 def pin_worker(index: int, jobs: int) -> int | None:

@@ -325,10 +325,11 @@ class _compiled_epochs:  # noqa: N801 - called like the function it wraps
         self.perm = None
 
 
-# Epoch graphs shared across trials, by architecture: a sweep's trials mostly repeat a few
-# shapes, and each new graph costs a trace and Grappler's pass (~0.1 s) plus memory.
+# Epoch graphs shared across trials, by architecture: each new graph costs a trace and
+# Grappler's pass (~0.1-0.2 s). The least recently used go past SHARED_MAX: each keeps ~2 MB,
+# and with 32 a worker on the default space grew +68 MB over trials 5-30 (8: +30 MB; bench).
 _SHARED: OrderedDict[tuple, Callable] = OrderedDict()
-SHARED_MAX = 32
+SHARED_MAX = 8
 
 
 def shared_key(s: _Setup) -> tuple | None:

@@ -172,7 +172,9 @@ def _worker(tmp_path: Path, i: int, args: list[str], env: dict | None = None) ->
     )
 
 
-def _wait_all_busy(storage: str, n: int, procs: list, timeout: float = 240) -> None:
+def _wait_all_busy(
+    storage: str, n: int, procs: list, timeout: float = 240, study_name: str = "sine-mlp"
+) -> None:
     """Block until n trials run at once with their MLflow runs open: every worker is mid-trial."""
     rdb = optuna.storages.RDBStorage(storage)  # one pool: a storage per poll would leak them
     deadline = time.monotonic() + timeout
@@ -180,7 +182,7 @@ def _wait_all_busy(storage: str, n: int, procs: list, timeout: float = 240) -> N
         while time.monotonic() < deadline:
             assert all(p.poll() is None for p in procs), "a worker ended before all were busy"
             try:
-                trials = optuna.load_study(study_name="sine-mlp", storage=rdb).trials
+                trials = optuna.load_study(study_name=study_name, storage=rdb).trials
             except KeyError:  # not created yet
                 trials = []
             running = [t for t in trials if t.state.name == "RUNNING"]

@@ -149,26 +149,6 @@ def not_the_services_fault(reason: str) -> bool:
     return reason.startswith(("surplus", "loss diverged"))
 
 
-def _wait_busy(storage: str, study_name: str, n: int, procs: list, timeout: float = 300) -> None:
-    """Block until n trials of the study run at once with their MLflow runs open."""
-    rdb = optuna.storages.RDBStorage(storage)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            assert all(p.poll() is None for p in procs), "a worker ended before all were busy"
-            try:
-                trials = optuna.load_study(study_name=study_name, storage=rdb).trials
-            except KeyError:  # not created yet
-                trials = []
-            running = [t for t in trials if t.state.name == "RUNNING"]
-            if len([t for t in running if "mlflow_run_id" in t.user_attrs]) >= n:
-                return
-            time.sleep(0.2)
-    finally:
-        rdb.engine.dispose()
-    pytest.fail(f"never saw {n} trials running at once")
-
-
 @pytest.mark.slow
 def test_a_tracking_server_restarted_mid_sweep_loses_nothing(pg, tmp_path):  # noqa: F811
     """Three workers started at the same instant on a fresh PostgreSQL study; once all three are
@@ -183,7 +163,7 @@ def test_a_tracking_server_restarted_mid_sweep_loses_nothing(pg, tmp_path):  # n
     args += [f"tracking.uri={servers[0].url}"]
     procs = [_worker(tmp_path, i, args) for i in range(3)]
     try:
-        _wait_busy(storage, "restart", 3, procs)
+        _wait_all_busy(storage, 3, procs, timeout=300, study_name="restart")
         _kill_server(servers[0])
         down = time.monotonic()
         time.sleep(10)

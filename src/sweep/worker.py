@@ -101,7 +101,7 @@ def check_failures(sweep: Sweep) -> None:
 def run_worker(sweep: Sweep, view: View | None = None) -> int:
     """Run trials until the study has `search.n_trials` finished ones; returns trials run here.
 
-    Plots are written on a background thread while the next trial trains; all are on disk
+    Plots are written on a background thread while the trial logs its model; all are on disk
     before this returns.
     """
     ran, view = 0, view or Lines()

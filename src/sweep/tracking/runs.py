@@ -122,7 +122,8 @@ _writer: ThreadPoolExecutor | None = None
 
 
 def write_in_background(on: bool = True, drop: bool = False) -> None:
-    """Let a worker render and write plots on one thread while its next trial trains.
+    """Let a worker render and write plots on one thread while its trial logs the model (each
+    run waits for its own writes before it closes: `Run.written`).
 
     Turning it off waits for every queued write, unless `drop`: a worker stopping because its
     tracking server is gone drops them (each would wait out MLflow's retry budget again).

@@ -56,10 +56,13 @@ if TYPE_CHECKING:
 def next_trial(sweep: Sweep, poll: float = 1.0, view: View | None = None) -> optuna.Trial | None:
     """Ask for a trial while the target is not met and no budget is spent; None once either is.
 
-    Waits while other workers' trials finish (they may still meet the target).
+    Waits while other workers' trials finish (they may still meet the target), looking again
+    after 0.05 s, then twice as long each time up to `poll`: the last worker's trial usually
+    ends within a trial's time, and a whole second's step was waited at the end of every sweep.
     """
     target = sweep.cfg.search.n_trials
     waiting_said = False
+    delay = min(0.05, poll)
     while True:
         interrupt.check()
         fail_stale(sweep.study)
@@ -83,7 +86,8 @@ def next_trial(sweep: Sweep, poll: float = 1.0, view: View | None = None) -> opt
                 f"waiting for {len(running)} running trial(s) to finish or go stale"
             )
             waiting_said = True
-        time.sleep(poll)
+        time.sleep(delay)
+        delay = min(2 * delay, poll)
 
 
 def check_failures(sweep: Sweep) -> None:

@@ -101,6 +101,29 @@ def test_robustness_table_ranks_by_mean():
     assert ranking_holds(robustness_rows(results[1:]))
 
 
+def test_robustness_table_follows_the_objective_and_its_direction():
+    """A classifier's study maximizes val_accuracy: best first is highest, columns say so, and a
+    configuration whose every seed diverged ranks last."""
+
+    def scored(trial: int, original: float, values: list[float]) -> Robustness:
+        r = Robustness(trial, f"r{trial}", {}, original, [1, 2], values)
+        r.objective, r.direction = "val_accuracy", "maximize"
+        return r
+
+    rows = robustness_rows(
+        [
+            scored(3, 0.90, [0.80, 0.82]),
+            scored(7, 0.95, [0.93, 0.91]),
+            scored(9, 0.85, [math.nan] * 2),
+        ]
+    )
+    assert [r["trial"] for r in rows] == [7, 3, 9]  # the study's order: highest first
+    assert [r["rank_by_mean"] for r in rows] == [1, 2, 3]
+    assert rows[0]["val_accuracy_mean"] == pytest.approx(0.92)
+    assert rows[0]["val_accuracy_original"] == 0.95 and "val_mse_mean" not in rows[0]
+    assert ranking_holds(rows)
+
+
 # --------------------------------------------------------------------------- end to end
 
 
@@ -278,7 +301,7 @@ def test_robust_logs_its_table_and_plot_to_the_parent(second_sweep, tmp_path):
     swept = second_sweep
     out = sweep_cmd("robust", "sine-mlp", "--top", "2", "--seeds", "2", "--store", str(swept))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert re.search(r"ranking by mean val MSE over 2 seeds (HOLDS|CHANGES)", out.stdout)
+    assert re.search(r"ranking by mean val_mse over 2 seeds (HOLDS|CHANGES)", out.stdout)
     study = optuna.load_study(study_name="sine-mlp", storage=f"sqlite:///{swept}/optuna.db")
     parent_id = study.user_attrs["mlflow_parent_run_id"]
     client = MlflowClient(f"sqlite:///{swept}/mlflow.db")

@@ -16,7 +16,7 @@ from sweep.errors import ConfigError
 from sweep.search import objectives
 from sweep.study import PARENT_ATTR, load_existing
 from sweep.tracking.experiments import Experiments
-from sweep.ui import SHARE_TAG, VIEW_NESTED, install_views, objective_names
+from sweep.ui import SHARE_TAG, VIEW_NESTED, install_views, study_objectives
 
 
 def test_objectives_default_to_val_mse_and_refuse_unknown_metrics(compose_cfg):
@@ -57,7 +57,8 @@ def test_a_two_objective_study_shows_its_front_everywhere(tmp_path, capsys):
 
     experiments = Experiments(f"sqlite:///{tmp_path}/mlflow.db")
     experiment_id = client.get_run(parent).info.experiment_id
-    assert objective_names(experiments, experiment_id) == ["val_mse", "n_params"]
+    objectives = study_objectives(experiments, experiment_id)
+    assert objectives == [("val_mse", "minimize"), ("n_params", "minimize")]
     install_views(experiments, experiment_id)
     view = json.loads(experiments.tags(experiment_id)[f"{SHARE_TAG}{VIEW_NESTED}"])
     pareto = next(c for c in view["compareRunCharts"] if c["uuid"] == "sweep-pareto")

@@ -100,6 +100,39 @@ def test_views_show_swept_params_and_sort_best_view_by_val_mse():
     assert parallel["runsCountToCompare"] == scatter["runsCountToCompare"] == 500  # MLflow's max
 
 
+def test_a_classifiers_views_rank_by_its_objective_highest_first(tmp_path):
+    """A study that maximizes val_accuracy: its parent (even one logged before directions were)
+    names the objective, and the views show and sort by it, highest first."""
+    from mlflow import MlflowClient
+
+    from sweep.tracking import Experiments
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("digits")
+    parent = client.create_run(experiment_id, tags={"sweep.kind": "sweep"}).info.run_id
+    client.log_param(parent, ui.OBJECTIVES_PARAM, "val_accuracy")  # no sweep.directions
+    objectives = ui.study_objectives(Experiments(uri), experiment_id)
+    assert objectives == [("val_accuracy", "maximize")]
+    views = ui.view_states(["model.depth"], objectives)
+    best = views["sweep-by-val-accuracy"]
+    assert (best["orderByKey"], best["orderByAsc"]) == ("metrics.`val_accuracy`", False)
+    assert best["selectedColumns"][1:5] == [
+        "metrics.`val_accuracy`",
+        "metrics.`test_accuracy`",
+        "metrics.`train_accuracy`",
+        "metrics.`train_seconds`",
+    ]
+    parallel = views[ui.VIEW_NESTED]["compareRunCharts"][0]
+    assert parallel["selectedMetrics"] == ["val_accuracy"]
+    lines = ui.addresses(Experiments(uri), "http://127.0.0.1:5000")
+    assert any(
+        line.startswith("  all runs by val_accuracy, best first ")
+        and line.endswith("viewStateShareKey=sweep-by-val-accuracy")
+        for line in lines
+    ), lines
+
+
 def test_ui_without_a_store_says_so_in_one_line(tmp_path):
     out = sweep_cmd("ui", "--store", str(tmp_path / "none"), timeout=60)
     assert out.returncode == 2

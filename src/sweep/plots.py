@@ -281,9 +281,14 @@ def importance_figure(importances: dict[str, float]) -> Figure:
 
 
 def seed_robustness_figure(
-    labels: Sequence[str], values: Sequence[Sequence[float]], originals: Sequence[float]
+    labels: Sequence[str],
+    values: Sequence[Sequence[float]],
+    originals: Sequence[float],
+    ylabel: str = "validation MSE",
+    log: bool = True,
 ) -> Figure:
-    """Validation MSE of each configuration over new seeds (box and points) beside the study's."""
+    """The objective of each configuration over new seeds (box and points) beside the study's;
+    a loss on a log scale, a score (`log=False`, e.g. accuracy) on a linear one."""
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(labels) + 2), 4))
     finite = [[v for v in vs if np.isfinite(v)] for vs in values]
     positions = np.arange(1, len(labels) + 1)
@@ -302,8 +307,9 @@ def seed_robustness_figure(
         )
     ax.scatter(positions, originals, marker="D", color="tab:red", zorder=3, label="study's seed")
     ax.set_xticks(positions, labels)
-    ax.set_yscale("log")
-    ax.set_ylabel("validation MSE")
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
     ax.set_title("seed robustness of the best trials (points: new seeds, bar: mean)")
     ax.grid(alpha=0.3, axis="y", which="both")
     ax.legend()

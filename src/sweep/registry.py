@@ -34,7 +34,7 @@ def register_champion(cfg: Any, summary: dict[str, Any]) -> Any:
         "study": summary["study"],
         "trial": robust.get("trial", summary["best_trial"]),
         "objective": summary["objective"],
-        summary["objective"]: robust.get("val_mse_mean", summary["best_value"]),
+        summary["objective"]: robust.get(f"{summary['objective']}_mean", summary["best_value"]),
         "run_id": run_id,
         "chosen_by": f"mean over {robust['n_seeds']} seeds" if robust else "best trial",
     }

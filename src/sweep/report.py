@@ -263,27 +263,34 @@ def robust_champion(data: dict[str, Any] | None) -> dict[str, Any] | None:
     """The configuration with the best mean over new seeds, as the registry takes it."""
     if not data:
         return None
+    from sweep.robust import champion_of
+
     best = min(data["configurations"], key=lambda c: c["rank_by_mean"])
-    keys = ("trial", "run_id", "val_mse_mean", "val_mse_std", "n_seeds")
-    return {"by": "robust", **{k: best[k] for k in keys}}
+    return {"by": "robust", **champion_of(best, _robust_objective(data), best["n_seeds"])}
+
+
+def _robust_objective(data: dict[str, Any]) -> str:
+    """The objective a robustness table is about (tables before it was named: val_mse)."""
+    return data.get("objective", "val_mse")
 
 
 def robust_table(data: dict[str, Any] | None) -> str:
-    """The top trials' validation MSE over new seeds (mean +/- std), when `robust` has run."""
+    """The top trials' objective over new seeds (mean +/- std), when `robust` has run."""
     if not data:
         return ""
+    name = _robust_objective(data)
     body = [
         [
             c["trial"],
-            c["val_mse_original"],
-            f"{fmt(c['val_mse_mean'])} \u00b1 {fmt(c['val_mse_std'])}",
+            c[f"{name}_original"],
+            f"{fmt(c[f'{name}_mean'])} \u00b1 {fmt(c[f'{name}_std'])}",
             c["n_seeds"],
             c["rank_original"],
             c["rank_by_mean"],
         ]
         for c in sorted(data["configurations"], key=lambda c: c["rank_by_mean"])
     ]
-    header = ["trial", "val_mse (study)", "val_mse over new seeds", "seeds", "rank", "rank by mean"]
+    header = ["trial", f"{name} (study)", f"{name} over new seeds", "seeds", "rank", "rank by mean"]
     classes = ["best"] + [""] * (len(body) - 1)
     return "<h3>Over new seeds (the champion is the best mean)</h3>" + table(header, body, classes)
 

@@ -20,7 +20,8 @@ from sweep.replay import Record, load_record, rerun_config, train_again
 
 @dataclass
 class Robustness:
-    """One configuration's validation MSE: as the study found it and over new seeds."""
+    """One configuration's objective (the study's first): as the study found it and over new
+    seeds."""
 
     trial: int
     run_id: str
@@ -28,29 +29,40 @@ class Robustness:
     original: float
     seeds: list[int]
     values: list[float]
+    objective: str = "val_mse"
+    direction: str = "minimize"
+
+    @property
+    def sign(self) -> float:
+        """Sorting by sign * value puts the best first, whichever way the objective goes."""
+        return -1.0 if self.direction == "maximize" else 1.0
 
     def stats(self) -> dict[str, float]:
         finite = [v for v in self.values if math.isfinite(v)]
-        if not finite:
-            return {"mean": math.inf, "std": math.nan, "min": math.nan, "max": math.nan}
+        if not finite:  # every seed diverged: the worst there is
+            return {"mean": self.sign * math.inf, "std": math.nan, "min": math.nan, "max": math.nan}
         mean = sum(finite) / len(finite)
         var = sum((v - mean) ** 2 for v in finite) / (len(finite) - 1) if len(finite) > 1 else 0.0
         return {"mean": mean, "std": math.sqrt(var), "min": min(finite), "max": max(finite)}
 
 
 def robustness_rows(results: Sequence[Robustness]) -> list[dict[str, Any]]:
-    """The table: per configuration its stats over new seeds and its rank before and after."""
-    by_mean = sorted(results, key=lambda r: (r.stats()["mean"], r.original))
+    """The table: per configuration its stats over new seeds and its rank before and after.
+
+    Columns are named by the objective (`val_mse_mean`, `val_accuracy_mean`, ...), and ranks
+    follow its direction.
+    """
+    by_mean = sorted(results, key=lambda r: (r.sign * r.stats()["mean"], r.sign * r.original))
     mean_rank = {r.trial: i + 1 for i, r in enumerate(by_mean)}
     rows = []
-    for rank, r in enumerate(sorted(results, key=lambda r: r.original), start=1):
+    for rank, r in enumerate(sorted(results, key=lambda r: r.sign * r.original), start=1):
         rows.append(
             {
                 "trial": r.trial,
                 "run_id": r.run_id,
                 **{k.rsplit(".", 1)[-1]: v for k, v in r.params.items()},
-                "val_mse_original": r.original,
-                **{f"val_mse_{k}": v for k, v in r.stats().items()},
+                f"{r.objective}_original": r.original,
+                **{f"{r.objective}_{k}": v for k, v in r.stats().items()},
                 "n_seeds": len(r.values),
                 "n_failed": sum(not math.isfinite(v) for v in r.values),
                 "seeds": " ".join(map(str, r.seeds)),
@@ -119,19 +131,26 @@ def evaluate(found: Any, store: Store, top: int, seeds: int) -> dict[str, Any]:
     ]
     rows = robustness_rows(results)
     holds = ranking_holds(rows)
+    name = results[0].objective
     _log_robustness(reader, parent_id, rows, results, holds, seeds)
     console.say(markdown_table(rows))
     best = min(rows, key=lambda r: r["rank_by_mean"])
     console.say(
-        f"ranking by mean val MSE over {seeds} seeds {'HOLDS' if holds else 'CHANGES'}; "
+        f"ranking by mean {name} over {seeds} seeds {'HOLDS' if holds else 'CHANGES'}; "
         f"best by mean: trial {best['trial']}; "
         f"table and plot logged to parent run {parent_id} under robust/"
     )
+    return champion_of(best, name, seeds)
+
+
+def champion_of(best: dict[str, Any], objective: str, seeds: int) -> dict[str, Any]:
+    """What the registry and the summary keep of the best configuration by mean."""
     return {
         "trial": best["trial"],
         "run_id": best["run_id"],
-        "val_mse_mean": best["val_mse_mean"],
-        "val_mse_std": best["val_mse_std"],
+        "objective": objective,
+        f"{objective}_mean": best[f"{objective}_mean"],
+        f"{objective}_std": best[f"{objective}_std"],
         "n_seeds": seeds,
     }
 
@@ -154,11 +173,16 @@ def _run_of(trial: Any) -> str:
 def _seed_runs(
     trial: Any, record: Record, store: Store, parent_id: str, study_name: str, seeds: int
 ) -> Robustness:
-    """One configuration trained with seeds original+1 .. original+seeds, each a child run."""
+    """One configuration trained with seeds original+1 .. original+seeds, each a child run, on
+    the study's first objective (`trial.values[0]`: a study of several has no `trial.value`)."""
     from sweep import console
+    from sweep.search import objectives
 
     base = int(record.cfg.seed)
-    out = Robustness(trial.number, record.run_id, dict(trial.params), float(trial.value), [], [])
+    name, direction = objectives(record.cfg)[0]
+    original = float(trial.values[0])
+    out = Robustness(trial.number, record.run_id, dict(trial.params), original, [], [])
+    out.objective, out.direction = name, direction
     for offset in range(1, seeds + 1):
         cfg = rerun_config(record.cfg, store, seed=base + offset)
         cfg.tracking.log_model = False  # 25 models nobody loads; the record suffices
@@ -174,7 +198,7 @@ def _seed_runs(
         _, value = train_again(cfg, name, overrides, tags, parent_run_id=parent_id)
         out.seeds.append(base + offset)
         out.values.append(value)
-        console.say(f"  trial {trial.number} seed {base + offset}: val_mse={value:.4g}")
+        console.say(f"  trial {trial.number} seed {base + offset}: {name}={value:.4g}")
     return out
 
 
@@ -189,17 +213,25 @@ def _log_robustness(
     """CSV, markdown and JSON tables and the strip/box plot on the study's parent run."""
     from sweep import plots
 
-    summary = {"seeds": seeds, "ranking_holds": holds, "configurations": list(rows)}
+    summary = {
+        "seeds": seeds,
+        "objective": results[0].objective,
+        "ranking_holds": holds,
+        "configurations": list(rows),
+    }
     parent = reader.open_run(parent_id)
     parent.log_text(csv_table(rows), "robust/seed_robustness.csv")
     parent.log_text(markdown_table(rows) + "\n", "robust/seed_robustness.md")
     parent.log_json(summary, "robust/seed_robustness.json")
     parent.set_tags({"robust.ranking_holds": str(holds).lower()})
-    ordered = sorted(results, key=lambda r: r.original)
+    ordered = sorted(results, key=lambda r: r.sign * r.original)
+    first = results[0]
     fig = plots.seed_robustness_figure(
         [f"trial {r.trial}" for r in ordered],
         [r.values for r in ordered],
         [r.original for r in ordered],
+        ylabel="validation MSE" if first.objective == "val_mse" else first.objective,
+        log=first.direction == "minimize",
     )
     parent.log_figure(fig, "robust/seed_robustness.png")
     plots.close(fig)

@@ -553,9 +553,14 @@ def _parent_run(
         # study that no later start can find its parent run for.
         study.set_user_attr(PARENT_ATTR, parent.run_id)
         # The UI's columns: every key a trial may sample, though a branch's are absent in some.
-        names = ",".join(name for name, _ in objectives(cfg))
+        names, directions = zip(*objectives(cfg), strict=True)
         parent.log_params(
-            {**flatten(cfg), "sweep.params": ",".join(space.flat()), "sweep.objectives": names}
+            {
+                **flatten(cfg),
+                "sweep.params": ",".join(space.flat()),
+                "sweep.objectives": ",".join(names),
+                "sweep.directions": ",".join(directions),
+            }
         )
         parent.log_yaml(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
         return parent.run_id

@@ -177,10 +177,11 @@ def summary_text(summary: dict[str, Any]) -> str:
         lines.append(f"stopped early by its budget: {summary['stopped_by']}")
     champion = summary.get("champion")
     if champion:
+        name = champion.get("objective", "val_mse")
         lines.append(
             f"champion (best mean over {champion['n_seeds']} new seeds): trial "
-            f"{champion['trial']}  val_mse={champion['val_mse_mean']:.3e} "
-            f"+/- {champion['val_mse_std']:.1e}"
+            f"{champion['trial']}  {name}={champion[f'{name}_mean']:.3e} "
+            f"+/- {champion[f'{name}_std']:.1e}"
         )
     if summary["best_trial"] is not None:
         lines.append(

@@ -8,8 +8,9 @@ picked by hand. Both are fixed here with MLflow's own mechanisms, not a patched 
   `mlflow.experimentKind=custom_model_development`, which the UI reads when you navigate to it;
 - two *shared views* are stored as experiment tags `mlflow.sharedViewState.<key>` (what the UI's
   own "Share" button writes) and selected by `viewStateShareKey=<key>` in the address: `sweep`
-  (trials nested under their study, the swept params and the MSEs as columns) and
-  `sweep-by-val-mse` (every run flat, sorted by validation MSE, best first).
+  (trials nested under their study, the swept params and the objective's metrics as columns) and
+  `sweep-by-<objective>` (every run flat, best first by the study's objective: `sweep-by-val-mse`
+  for the tutorial, `sweep-by-val-accuracy`, highest first, for a classifier).
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ if TYPE_CHECKING:
     from sweep.tracking import Experiments  # imports mlflow: only inside main
 
 VIEW_NESTED = "sweep"
-VIEW_BEST = "sweep-by-val-mse"
+VIEW_BEST = "sweep-by-val-mse"  # best_view("val_mse"): the tutorial's objective
 SHARE_TAG = "mlflow.sharedViewState."
 KIND_TAG = "mlflow.experimentKind"
-METRIC_COLUMNS = ("val_mse", "test_mse", "train_mse", "train_seconds")
+TUTORIAL = (("val_mse", "minimize"),)
 DEFAULT_SWEPT = ("model.depth", "model.width", "model.activation", "optimizer.learning_rate")
 STARTUP_SECONDS = 120
 # Runs sweep logged (every kind carries the tag); an experiment without one is left untouched.
@@ -52,6 +53,12 @@ def column(group: str, key: str) -> str:
 
 SWEPT_PARAM = "sweep.params"  # logged on a parent run by study.py
 OBJECTIVES_PARAM = "sweep.objectives"  # likewise: the study's metrics, comma-separated
+DIRECTIONS_PARAM = "sweep.directions"  # and their directions (parents before it: by the name)
+
+
+def best_view(objective: str) -> str:
+    """The best-first view's key for an objective: sweep-by-val-mse, sweep-by-val-accuracy."""
+    return "sweep-by-" + objective.replace("_", "-")
 
 
 def swept_params(experiments: Experiments, experiment_id: str) -> list[str]:
@@ -66,16 +73,38 @@ def swept_params(experiments: Experiments, experiment_id: str) -> list[str]:
     return sorted(keys) if keys else list(DEFAULT_SWEPT)
 
 
-def objective_names(experiments: Experiments, experiment_id: str) -> list[str]:
-    """A multi-objective study's metrics, first objective first (its parent's sweep.objectives)."""
+def study_objectives(experiments: Experiments, experiment_id: str) -> list[tuple[str, str]]:
+    """The objective(s) of the experiment's studies as (metric, direction), first objective
+    first, from their parents' params: a study of several objectives wins (its views have the
+    Pareto chart); an experiment with no such parent is the tutorial's (val_mse, minimize)."""
     parents = experiments.run_params(experiment_id, "tags.`sweep.kind` = 'sweep'")
-    listed = [params.get(OBJECTIVES_PARAM, "").split(",") for params in parents]
-    return next((names for names in listed if len(names) > 1), [])
+    found = []
+    for params in parents:
+        names = [n for n in params.get(OBJECTIVES_PARAM, "").split(",") if n]
+        directions = [d for d in params.get(DIRECTIONS_PARAM, "").split(",") if d]
+        if len(directions) != len(names):  # a parent from before directions were logged
+            directions = ["maximize" if n.endswith("accuracy") else "minimize" for n in names]
+        if names:
+            found.append(list(zip(names, directions, strict=True)))
+    return max(found, key=len, default=list(TUTORIAL))
 
 
-def charts(swept: list[str], objectives: Sequence[str] = ()) -> tuple[list[dict], list[dict]]:
-    """Chart view: parallel coordinates of the swept params to val_mse, lr against val_mse, and
-    with several objectives the first against the second (the Pareto front's scatter)."""
+def metric_columns(objectives: Sequence[tuple[str, str]]) -> list[str]:
+    """The runs table's metrics: the first objective on every split, the others, train_seconds
+    (val_mse, test_mse, train_mse, train_seconds for the tutorial)."""
+    first = objectives[0][0]
+    split, _, metric = first.partition("_")
+    columns = [f"{s}_{metric}" for s in ("val", "test", "train")] if split == "val" else [first]
+    columns += [name for name, _ in objectives[1:]] + ["train_seconds"]
+    return list(dict.fromkeys(columns))
+
+
+def charts(
+    swept: list[str], objectives: Sequence[tuple[str, str]] = TUTORIAL
+) -> tuple[list[dict], list[dict]]:
+    """Chart view: parallel coordinates of the swept params to the objective, lr against it,
+    and with several objectives the first against the second (the Pareto front's scatter)."""
+    first = objectives[0][0]
     section = {
         "uuid": CHART_SECTION,
         "name": "Sweep",
@@ -91,7 +120,7 @@ def charts(swept: list[str], objectives: Sequence[str] = ()) -> tuple[list[dict]
         "type": "PARALLEL",
         "runsCountToCompare": RUNS_TO_COMPARE,
         "selectedParams": swept,
-        "selectedMetrics": ["val_mse"],
+        "selectedMetrics": [first],
         "showAllRuns": True,
     }
     scatter = {
@@ -100,7 +129,7 @@ def charts(swept: list[str], objectives: Sequence[str] = ()) -> tuple[list[dict]
         "type": "SCATTER",
         "runsCountToCompare": RUNS_TO_COMPARE,
         "xaxis": {"key": "optimizer.learning_rate", "type": "PARAM"},
-        "yaxis": {"key": "val_mse", "type": "METRIC"},
+        "yaxis": {"key": first, "type": "METRIC"},
     }
     cards = [parallel, scatter] if "optimizer.learning_rate" in swept else [parallel]
     if len(objectives) > 1:  # the baseline run is the one tagged sweep.baseline
@@ -110,20 +139,22 @@ def charts(swept: list[str], objectives: Sequence[str] = ()) -> tuple[list[dict]
                 "uuid": "sweep-pareto",
                 "type": "SCATTER",
                 "runsCountToCompare": 100,
-                "xaxis": {"key": objectives[1], "type": "METRIC"},
-                "yaxis": {"key": objectives[0], "type": "METRIC"},
+                "xaxis": {"key": objectives[1][0], "type": "METRIC"},
+                "yaxis": {"key": first, "type": "METRIC"},
             }
         )
     return cards, [section]
 
 
-def view_states(swept: list[str], objectives: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+def view_states(
+    swept: list[str], objectives: Sequence[tuple[str, str]] = TUTORIAL
+) -> dict[str, dict[str, Any]]:
     """The two shared views, in the JSON shape the UI's share button stores."""
+    first, direction = objectives[0]
     columns = [column("params", k) for k in swept]
-    columns += [column("metrics", m) for m in METRIC_COLUMNS]
+    columns += [column("metrics", m) for m in metric_columns(objectives)]
     columns += [column("params", "n_params"), column("tags", "sweep.state")]
-    columns += [column("metrics", m) for m in objectives if m not in METRIC_COLUMNS]
-    columns += [column("tags", "sweep.baseline")] if objectives else []
+    columns += [column("tags", "sweep.baseline")] if len(objectives) > 1 else []
     cards, sections = charts(swept, objectives)
     nested = {
         "selectedColumns": columns,
@@ -133,8 +164,12 @@ def view_states(swept: list[str], objectives: Sequence[str] = ()) -> dict[str, d
         "compareRunCharts": cards,
         "compareRunSections": sections,
     }
-    best = {**nested, "orderByKey": column("metrics", "val_mse"), "orderByAsc": True}
-    return {VIEW_NESTED: nested, VIEW_BEST: best}
+    best = {
+        **nested,
+        "orderByKey": column("metrics", first),
+        "orderByAsc": direction == "minimize",
+    }
+    return {VIEW_NESTED: nested, best_view(first): best}
 
 
 def install_views(experiments: Experiments, experiment_id: str) -> None:
@@ -142,7 +177,7 @@ def install_views(experiments: Experiments, experiment_id: str) -> None:
     if not experiments.tags(experiment_id).get(KIND_TAG):
         experiments.set_tag(experiment_id, KIND_TAG, "custom_model_development")
     swept = swept_params(experiments, experiment_id)
-    states = view_states(swept, objective_names(experiments, experiment_id))
+    states = view_states(swept, study_objectives(experiments, experiment_id))
     for key, state in states.items():
         experiments.set_tag(experiment_id, SHARE_TAG + key, json.dumps(state))
 
@@ -170,10 +205,12 @@ def addresses(experiments: Experiments, base: str) -> list[str]:
         if not experiments.run_params(exp.id, OURS, max_results=1):
             continue  # another project's experiment on a shared server: not ours to tag
         install_views(experiments, exp.id)
+        first = study_objectives(experiments, exp.id)[0][0]
         lines += [
             printable(f"experiment {exp.name!r}:"),
             f"  runs (trials nested under their study)  {runs_url(base, exp.id, VIEW_NESTED)}",
-            f"  all runs by val_mse, best first         {runs_url(base, exp.id, VIEW_BEST)}",
+            f"  all runs by {first}, best first".ljust(41)
+            + f" {runs_url(base, exp.id, best_view(first))}",
         ]
         lines += [
             printable(f"  learning curves of study {study!r}  ") + curves_url(base, exp.id, run)

@@ -334,7 +334,7 @@ def private_pg() -> Iterator[PrivatePostgres]:
 @pytest.mark.slow
 def test_postgres_restarted_mid_sweep_loses_nothing(private_pg, tmp_path):
     """Two workers on a study in PostgreSQL; the database stops mid-trial and is back 8 s later.
-    Each worker reconnects with backoff (study._connect_patiently): no trial failed for it."""
+    Each worker reconnects with backoff (storage._connect_patiently): no trial failed for it."""
     store = tmp_path / "store"
     # No heartbeat reaches the database while it is down: an outage longer than the grace period
     # makes live trials look dead (failed as stale when it is back; docs/faults.md), so 60 s here.
@@ -381,7 +381,7 @@ def test_postgres_down_past_the_grace_period_fails_a_live_trial_once_and_its_wor
     once; the worker's own reconnects back off 1, 2, 4, 8, 15 s) and fails the live trial,
     queueing its retry. Its worker notices its trial is finished, closes the run with why and
     goes on: exactly the target, nothing made twice."""
-    from sweep.study import make_storage
+    from sweep.storage import make_storage
     from sweep.tracking import make_tracker
 
     store = tmp_path / "store"
@@ -427,7 +427,7 @@ def test_a_statement_in_flight_when_postgres_stops_is_run_again_only_if_repeatab
     write that sets a key to a value, runs again once the server is back; a write that moves a
     trial's state does not (it may have committed before its connection dropped: a WAITING
     trial claimed twice, or a `tell` taken for another worker's)."""
-    from sweep.study import make_storage
+    from sweep.storage import make_storage
 
     cfg = OmegaConf.create(
         {"search": {"storage": private_pg.url, "heartbeat_interval": 1, "grace_period": 10}}

@@ -1,7 +1,7 @@
 """The Optuna study: create it or join it (with its MLflow parent run), and ask where it stands.
 
-Creation happens once, under a lock, after every check that needs no write; worker.py runs the
-trials and summary.py writes the sweep's summary.
+Creation happens once, under a lock, after every check that needs no write; storage.py keeps
+the database connection patient, worker.py runs the trials and summary.py writes the summary.
 """
 
 from __future__ import annotations
@@ -9,32 +9,27 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime
-import functools
-import logging
-import os
 import socket
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import optuna
-import sqlalchemy
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from sweep import budget, interrupt, warmstart
+from sweep import budget, warmstart
 from sweep.config import flatten, mask_url, sqlite_path
-from sweep.errors import NO_SPACE, ConfigError, SweepError, first_line
+from sweep.errors import NO_SPACE, ConfigError
 from sweep.objects import build
 from sweep.search import Space, baseline_params, fingerprint, objectives, parse_space
+from sweep.storage import check_storage, make_storage, setup_lock
 from sweep.tracking import (
     NullTracker,
     Tracker,
     check_reachable,
-    enable_wal,
     make_tracker,
 )
 
@@ -54,11 +49,6 @@ warnings.filterwarnings(
 warnings.filterwarnings(
     "ignore", message="Heartbeat of storage is supposed to be used with Study.optimize"
 )
-# Optuna's note (with its SQL) when a read of trials fails and it tries a slower query: on a
-# server storage that is a dropped connection, which `_again_if_dropped` reads again quietly.
-logging.getLogger("optuna.storages._rdb.storage").addFilter(
-    lambda record: "Falling back to a slower alternative" not in record.getMessage()
-)
 
 
 @dataclass
@@ -73,164 +63,7 @@ class Sweep:
     overrides: Sequence[str] = ()
 
 
-# --------------------------------------------------------------------------- storage and study
-
-
-def make_storage(
-    cfg: DictConfig, tracker: Tracker | NullTracker | None = None
-) -> optuna.storages.RDBStorage:
-    """RDB storage with heartbeats, so a trial whose worker died is failed and retried."""
-    url = cfg.search.storage
-    kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:"):
-        enable_wal(url)
-        kwargs = {"connect_args": {"timeout": 120}}
-    else:
-        kwargs = {"pool_pre_ping": True}
-    try:
-        storage = PatientStorage(
-            url,
-            engine_kwargs=kwargs,
-            heartbeat_interval=cfg.search.heartbeat_interval,
-            grace_period=cfg.search.grace_period,
-            heartbeat_stale_trial_callback=_on_stale_trial(tracker),
-        )
-    except Exception as exc:  # sqlalchemy's errors name the engine, not the key
-        raise ConfigError(f"search.storage={mask_url(url)}: {first_line(exc)}") from exc
-    if not url.startswith("sqlite:"):
-        sqlalchemy.event.listen(storage.engine, "do_connect", _connect_patiently)
-    return storage
-
-
-RECONNECT_SECONDS = 300  # how long a worker waits for a restarted database server
-
-
-def _connect_patiently(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
-    """Connect, retrying with backoff while the database restarts (1, 2, 4 .. 15 s, ~5 min).
-
-    With pool_pre_ping, every call after a restart reconnects here first, so a worker waits
-    for its storage instead of failing its trial with Optuna's StorageInternalError.
-    """
-    deadline, delay = time.monotonic() + RECONNECT_SECONDS, 1.0
-    while True:
-        try:
-            return dialect.connect(*cargs, **cparams)
-        except dialect.loaded_dbapi.OperationalError:
-            if time.monotonic() + delay > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 15.0)
-
-
-ATTEMPTS = 3  # a statement whose connection dropped, run again (reconnecting patiently)
-
-
-def _again_if_dropped(call: Any) -> Any:
-    """`call`, run again when its connection dropped mid-statement (the server stopped or
-    restarted): it reconnects through `_connect_patiently` and runs on what is there then.
-
-    Only for what can run twice: a read, or a write that sets a key to a value (an attribute,
-    an epoch's reported loss, the heartbeat's now()). Not for a write that adds a row or moves
-    a trial's state (`ask`, `enqueue_trial`, `tell`): its commit may have landed before the
-    connection dropped, and running it again would make a trial twice or claim one twice.
-    (Optuna itself runs a trial's creation again after any storage error, meant for deadlocks;
-    docs/faults.md says what that can leave.)
-    """
-
-    @functools.wraps(call)
-    def patient(self: optuna.storages.RDBStorage, *args: Any, **kwargs: Any) -> Any:
-        attempt = 1
-        while True:
-            try:
-                return call(self, *args, **kwargs)
-            except optuna.exceptions.StorageInternalError as exc:
-                if not _dropped(exc) or attempt == ATTEMPTS:
-                    raise
-                attempt += 1
-
-    return patient
-
-
-def _dropped(exc: BaseException) -> bool:
-    """Whether SQLAlchemy saw the connection drop somewhere in the error's chain (Optuna runs
-    some queries again itself, so the drop can sit under a later PendingRollbackError)."""
-    seen: BaseException | None = exc
-    for _ in range(20):  # __context__ can loop
-        if seen is None:
-            return False
-        if getattr(seen, "connection_invalidated", False):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-class PatientStorage(optuna.storages.RDBStorage):
-    """Optuna's RDB storage whose repeatable statements survive a connection dropped mid-way."""
-
-
-REPEATABLE = (
-    # reads
-    "get_study_id_from_name",
-    "get_study_name_from_id",
-    "get_study_directions",
-    "get_study_user_attrs",
-    "get_study_system_attrs",
-    "get_all_studies",
-    "get_trial_id_from_study_id_trial_number",
-    "get_trial_user_attrs",
-    "get_trial_system_attrs",
-    "get_trial_param",
-    "get_trial",
-    "_get_trials",
-    "_get_best_trial_id",
-    "_get_stale_trial_ids",
-    # writes that set a key to a value
-    "set_study_user_attr",
-    "set_study_system_attr",
-    "set_trial_user_attr",
-    "set_trial_system_attr",
-    "set_trial_intermediate_value",
-    "record_heartbeat",
-)
-for _name in REPEATABLE:
-    setattr(PatientStorage, _name, _again_if_dropped(getattr(optuna.storages.RDBStorage, _name)))
-
-
-class StorageLost(SweepError):
-    """A statement of the study's storage failed mid-way (its server stopped, the connection
-    dropped) and could not be run again (see `_again_if_dropped`)."""
-
-
-@contextlib.contextmanager
-def storage_kept(url: str) -> Iterator[None]:
-    """Optuna's StorageInternalError (a traceback saying "invalid data") as one line that says
-    what happened and what the next start does."""
-    try:
-        yield
-    except optuna.exceptions.StorageInternalError as exc:
-        cause = first_line(exc.__cause__ or exc)
-        raise StorageLost(
-            f"the study's storage {mask_url(url)} failed mid-statement ({cause}); run the same "
-            "command once it answers: a trial left running is failed by its missing heartbeat "
-            "and run again"
-        ) from exc
-
-
-def storage_answers(url: str) -> bool:
-    """Whether the study's database takes a connection now (5 s, no patience): a stopped sweep
-    reads it only then, instead of waiting minutes to say where it stands."""
-    if url.startswith("sqlite:"):
-        return True
-    engine = sqlalchemy.create_engine(
-        url, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": 5}
-    )
-    try:
-        with engine.connect():
-            return True
-    except sqlalchemy.exc.SQLAlchemyError:
-        return False
-    finally:
-        engine.dispose()
+# --------------------------------------------------------------------------- the study
 
 
 LOST_BEFORE_BEAT = "worker lost before its first heartbeat"
@@ -271,9 +104,7 @@ def fail_stale(study: optuna.Study) -> None:
         }
     callback = rdb.get_heartbeat_stale_trial_callback()
     for trial_id in set(old) - beaten:
-        storage.set_trial_user_attr(
-            trial_id, "fail_reason", "worker lost before its first heartbeat"
-        )
+        storage.set_trial_user_attr(trial_id, "fail_reason", LOST_BEFORE_BEAT)
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
             if storage.set_trial_state_values(trial_id, state=TrialState.FAIL) and callback:
                 callback(study, copy.deepcopy(storage.get_trial(trial_id)))
@@ -305,55 +136,13 @@ def open_sweep(cfg: DictConfig, overrides: Sequence[str] = ()) -> Sweep:
         check_reachable(cfg.tracking.uri)
     with setup_lock(cfg):
         tracker = make_tracker(cfg.tracking)  # an MLflow client migrates a fresh SQLite store
-        storage = make_storage(cfg, tracker)
+        storage = make_storage(cfg, _on_stale_trial(tracker))
         study, created = _create_or_load(cfg, storage, space)
         tracker.setup()
         parent = _parent_run(cfg, study, tracker, created, space)
     sweep = Sweep(cfg, study, space, tracker, parent, tuple(overrides))
     close_orphan_runs(sweep)
     return sweep
-
-
-# Tables only MLflow's store has (Optuna's has `studies`, `trials`): both keep `alembic_version`.
-MLFLOW_TABLES = {"experiments", "runs", "metrics"}
-
-
-def wait_for_storage(url: str, seconds: float = RECONNECT_SECONDS) -> None:
-    """Wait (backing off 1, 2, 4 .. 15 s) until the study's database answers, for a worker
-    joining a study another one has just opened: unreachable now is an outage, not a typo."""
-    deadline, delay = time.monotonic() + seconds, 1.0
-    while not storage_answers(url) and time.monotonic() + delay < deadline:
-        interrupt.check()
-        time.sleep(delay)
-        delay = min(delay * 2, 15.0)
-
-
-def check_storage(url: str) -> None:
-    """Connect once before any write: an unreachable storage, or MLflow's database, is one line.
-
-    Both stores are SQLAlchemy URLs, so pointing the study at the tracking database is an easy
-    slip; Optuna would then fail on the shared `alembic_version` table with a schema message.
-    """
-    import sqlalchemy
-
-    if url.startswith("sqlite:"):
-        if not Path(sqlite_path(url)).is_file():
-            return  # made fresh by the study
-        engine = sqlalchemy.create_engine(url)
-    else:
-        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
-    where = mask_url(url)
-    try:
-        tables = set(sqlalchemy.inspect(engine).get_table_names())
-    except Exception as exc:
-        raise ConfigError(f"search.storage={where} is unreachable: {first_line(exc)}") from exc
-    finally:
-        engine.dispose()
-    own = "e.g. `createdb sweep_optuna`, or the default sqlite:///<store>/optuna.db"
-    if tables >= MLFLOW_TABLES and "studies" not in tables:  # a likely slip: both are SQL URLs
-        raise ConfigError(
-            f"search.storage={where} is MLflow's tracking database; use its own ({own})"
-        )
 
 
 def check_sampler_on_shared_storage(cfg: DictConfig) -> None:
@@ -381,59 +170,6 @@ def check_one_host(url: str, study: optuna.Study, created: bool) -> None:
             f"{study.user_attrs[HOST_ATTR]!r}; workers on other machines need a shared server "
             "storage (search=shared, docs/distributed.md), not one SQLite file over NFS"
         )
-
-
-@contextlib.contextmanager
-def setup_lock(cfg: DictConfig) -> Iterator[None]:
-    """Serialise store creation among workers: on this machine, and on a PostgreSQL storage.
-
-    Two processes creating fresh stores at once race on their schema migrations; the first one
-    to take the lock creates the stores, the study and its parent run, the others then join.
-    """
-    with _file_lock(cfg.paths.store), _database_lock(cfg.search.storage):
-        yield
-
-
-@contextlib.contextmanager
-def _file_lock(folder: str) -> Iterator[None]:
-    """A lock file under paths.store: workers of this machine, whatever their storage."""
-    import fcntl
-
-    os.makedirs(folder, exist_ok=True)  # absent when both stores are remote
-    with open(os.path.join(folder, ".setup.lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-SETUP_LOCK_KEY = 0x5EEB  # pg_advisory_lock's key for the setup of any study in that database
-
-
-@contextlib.contextmanager
-def _database_lock(url: str) -> Iterator[None]:
-    """A PostgreSQL advisory lock: workers on different hosts share the database, not a disk.
-
-    Without it, N workers on a fresh database race in Optuna's CREATE TABLEs (PostgreSQL's
-    catalog is not safe for concurrent CREATE ... IF NOT EXISTS). Held on its own connection;
-    released with it if the worker dies.
-    """
-    if not url.startswith("postgresql"):
-        yield
-        return
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-    try:
-        with engine.connect() as con:
-            con.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": SETUP_LOCK_KEY})
-            try:
-                yield
-            finally:
-                con.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": SETUP_LOCK_KEY})
-    finally:
-        engine.dispose()
 
 
 def close_orphan_runs(sweep: Sweep) -> None:

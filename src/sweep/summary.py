@@ -15,7 +15,8 @@ from sweep.pareto import front, front_rows
 from sweep.pruning import LOSSES_ATTR
 from sweep.registry import register_champion, register_front
 from sweep.search import objectives
-from sweep.study import FINISHED, RUN_ATTR, Sweep, best_trial, counts, storage_answers
+from sweep.storage import storage_answers
+from sweep.study import FINISHED, RUN_ATTR, Sweep, best_trial, counts
 
 LEARNING_CURVES = "plots/learning_curves.png"  # on the parent run: every trial's loss by epoch
 

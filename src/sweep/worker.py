@@ -37,15 +37,14 @@ from sweep.errors import (
 from sweep.progress import Lines, Silent, View
 from sweep.pruning import Pruning
 from sweep.search import apply_params, objectives, sample
+from sweep.storage import StorageLost, storage_kept
 from sweep.study import (
     MLFLOW_STATUS,
     RUN_ATTR,
-    StorageLost,
     Sweep,
     counts,
     fail_stale,
     failed_trials,
-    storage_kept,
 )
 from sweep.tracking import Run, TrackingUnavailable, tracked_run, warm_up, write_in_background
 
@@ -391,7 +390,8 @@ def _worker_process(
     data: dict, overrides: list[str], index: int, jobs: int, live: bool, ready: Any
 ) -> None:
     """Entry of one spawned worker: pinned to its cores, warmed up, then on the study."""
-    from sweep.study import open_sweep, wait_for_storage
+    from sweep.storage import wait_for_storage
+    from sweep.study import open_sweep
 
     interrupt.install()
     cfg = OmegaConf.create(data)

@@ -23,6 +23,7 @@ Run it as `python benchmarks/bench.py [--only ...]` (`make bench`); it is not pa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import math
 import os
@@ -257,6 +258,53 @@ def fit_section(r: dict[str, list[float]], epochs: int) -> Section:
 # --------------------------------------------------------------------------- 2. one trial
 
 
+# A tracked trial's phases, as (label, module, attribute); nested: inside the one before it.
+PHASES = (
+    ("ask", "sweep.worker", "next_trial"),
+    ("run start", "sweep.tracking.runs:Tracker", "start_run"),
+    ("model build", "sweep.pipeline", "build"),
+    ("params", "sweep.tracking.runs:Run", "log_params"),
+    ("training", "sweep.pipeline", "train"),
+    ("final metrics", "sweep.training", "final_metrics"),  # nested in training
+    ("predict_ms", "sweep.pipeline", "predict_ms"),
+    ("plots (main thread)", "sweep.pipeline", "log_plots"),
+    ("model logging", "sweep.tracking.runs:Run", "log_model"),
+    ("waiting for background writes", "sweep.tracking.runs:Run", "written"),
+    ("run end", "sweep.tracking.runs:Run", "end"),
+    ("tell", "sweep.worker", "tell"),
+)
+NESTED = {"final metrics"}
+
+
+@contextmanager
+def phase_clock(seconds: dict[str, float]) -> Iterator[None]:
+    """Add each phase's wall seconds to `seconds` while the block runs: every function of
+    PHASES wrapped in a timer (a measuring instrument for the benchmark only), restored after."""
+    import importlib
+
+    saved = []
+    for label, where, name in PHASES:
+        module, _, cls = where.partition(":")
+        owner = importlib.import_module(module)
+        owner = getattr(owner, cls) if cls else owner
+        original = getattr(owner, name)
+
+        def timed(*args: Any, _f: Callable = original, _label: str = label, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return _f(*args, **kwargs)
+            finally:
+                seconds[_label] = seconds.get(_label, 0.0) + time.perf_counter() - start
+
+        saved.append((owner, name, original))
+        setattr(owner, name, timed)
+    try:
+        yield
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
+
+
 def bench_trial(store: Path, measured: int, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Trials with `tracking=mlflow` and `tracking=none`, the bare loop and `model.fit`, side by
     side in alternating rounds, so a shared machine's drift favours none of them.
@@ -269,14 +317,16 @@ def bench_trial(store: Path, measured: int, overrides: Sequence[str] = ()) -> di
 
     sweeps = {m: _trial_sweep(store / m, m, measured, overrides) for m in ("mlflow", "none")}
     walls, ids, block = {"mlflow": 0.0, "none": 0.0}, [], max(1, measured // 2)
-    bare, fit = [], []
+    bare, fit, phases = [], [], {}
     warm_up()  # as `run_worker` does
     with background_writes():
         first = _timed_trials(sweeps["mlflow"], 1)
         _timed_trials(sweeps["none"], 1)
         for _ in range(2):
             for mode, sweep in sweeps.items():
-                seconds, run_ids = _timed_trials(sweep, block)
+                clock = phase_clock(phases) if mode == "mlflow" else contextlib.nullcontext()
+                with clock:
+                    seconds, run_ids = _timed_trials(sweep, block)
                 walls[mode] += seconds
                 ids += run_ids if mode == "mlflow" else []
             bare.append(_bare_loop(sweeps["none"].cfg))
@@ -293,6 +343,7 @@ def bench_trial(store: Path, measured: int, overrides: Sequence[str] = ()) -> di
         "fit": statistics.mean(fit),
         "n": n,
         "artifacts": sorted(reader.artifact_names(reader.run(ids[-1]))),
+        "phases": {label: total / n for label, total in phases.items()},
     }
 
 
@@ -360,6 +411,17 @@ def target_row(what: str, value: float, text: str, key: str, at_least: bool) -> 
     return Row(what, text, f"{'>=' if at_least else '<='} {shown}", verdict(ok))
 
 
+def phase_text(phases: dict[str, float], wall: float) -> str:
+    """`ask 17 · run start 14 · ... · other 30`: each phase's mean milliseconds in PHASES' order,
+    the nested in brackets, and what no phase holds (the rest of the wall time)."""
+    parts, covered = [], 0.0
+    for label, _, _ in PHASES:
+        ms = 1000 * phases.get(label, 0.0)
+        parts.append(f"({label} {ms:.0f})" if label in NESTED else f"{label} {ms:.0f}")
+        covered += 0.0 if label in NESTED else phases.get(label, 0.0)
+    return " · ".join([*parts, f"other {1000 * (wall - covered):.0f}"])
+
+
 def trial_section(r: dict[str, Any]) -> Section:
     """A whole trial against `model.fit`, and where its time goes beyond the bare loop."""
     added = (r["wall"] - r["wall_none"]) / r["train"]
@@ -387,13 +449,20 @@ def trial_section(r: dict[str, Any]) -> Section:
         target_row("of which tracking and artifacts (wall - wall without tracking)", added,
                    f"{added:+.0%}", "overhead", at_least=False),
     ]  # fmt: skip
+    if r.get("phases"):
+        sec.rows.append(
+            Row("a tracked trial by phase, mean ms", phase_text(r["phases"], r["wall"]))
+        )
     sec.notes.append(
         "wall = a worker's time per trial, blocks of trials timed until every artifact is on "
         "disk: ask, model build, training, params, tags, per-epoch and final metrics, model, "
         "plots, config/overrides/replay files, tell, run end. training = the loop's own time "
         "(`train_seconds`: tracing, the epochs with the pruning, metric and progress hooks, "
         "final metrics); bare loop and `model.fit`: once per round, alternating with the "
-        "trials. Artifacts of the last trial: " + ", ".join(r["artifacts"])
+        "trials. By phase: each phase's wall time in the tracked trials (the plots render on "
+        "the background writer meanwhile, so the phases beside it run slower); other = ask to "
+        "tell not in a phase (the heartbeat, the pruning flush, the progress line). Artifacts "
+        "of the last trial: " + ", ".join(r["artifacts"])
     )
     return sec
 

@@ -47,6 +47,14 @@ def test_trial_part_times_trials_with_and_without_tracking(tmp_path: Path):
     rows = trial_rows(r)
     assert rows["one trial with all tracking against `model.fit`"].verdict in ("PASS", "FAIL")
     assert rows["everything outside training"].value.endswith("%")
+    # every phase was timed in the tracked trials, and the functions are themselves again after
+    assert {label for label, _, _ in bench.PHASES} <= set(r["phases"])
+    assert 0 < r["phases"]["final metrics"] < r["phases"]["training"] < r["wall"]
+    from sweep import worker
+
+    assert worker.next_trial.__qualname__ == "next_trial"  # not phase_clock's wrapper
+    by_phase = rows["a tracked trial by phase, mean ms"].value
+    assert by_phase.startswith("ask ") and "(final metrics " in by_phase and " · other " in by_phase
 
 
 def trial_rows(r: dict) -> dict[str, bench.Row]:

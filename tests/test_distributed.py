@@ -228,11 +228,17 @@ def test_three_workers_on_postgres_and_a_server_survive_a_killed_worker(pg, serv
     assert states.count("COMPLETE") + states.count("PRUNED") == N_TRIALS, states
     assert "RUNNING" not in states
     client = MlflowClient(server.url)
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    # Two workers that ask at the same moment for the one free slot: one gives its trial back.
+    surplus = [t for t in failed if t.user_attrs.get("fail_reason", "").startswith("surplus")]
+    ran = [t for t in failed if t not in surplus]
+    assert all("mlflow_run_id" in t.user_attrs for t in ran), [
+        (t.number, t.user_attrs) for t in ran
+    ]
     lost = [
         t
-        for t in trials
-        if t.state.name == "FAIL"
-        and "heartbeat"
+        for t in ran
+        if "heartbeat"
         in client.get_run(t.user_attrs["mlflow_run_id"]).data.tags.get("fail_reason", "")
     ]
     assert len(lost) == 1, [(t.number, t.state.name, t.user_attrs) for t in trials]

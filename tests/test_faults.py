@@ -381,7 +381,7 @@ def test_postgres_down_past_the_grace_period_fails_a_live_trial_once_and_its_wor
     once; the worker's own reconnects back off 1, 2, 4, 8, 15 s) and fails the live trial,
     queueing its retry. Its worker notices its trial is finished, closes the run with why and
     goes on: exactly the target, nothing made twice."""
-    from sweep.storage import make_storage
+    from sweep.study import study_storage
     from sweep.tracking import make_tracker
 
     store = tmp_path / "store"
@@ -392,7 +392,7 @@ def test_postgres_down_past_the_grace_period_fails_a_live_trial_once_and_its_wor
         _wait_all_busy(private_pg.url, 1, [proc])
         cfg = _composed(store, *args)
         other = optuna.load_study(
-            study_name="sine-mlp", storage=make_storage(cfg, make_tracker(cfg.tracking))
+            study_name="sine-mlp", storage=study_storage(cfg, make_tracker(cfg.tracking))
         )
         private_pg.stop()
         time.sleep(20)  # > grace 10 s; the worker's next reconnect is due ~30 s after the stop

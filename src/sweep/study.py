@@ -110,6 +110,14 @@ def fail_stale(study: optuna.Study) -> None:
                 callback(study, copy.deepcopy(storage.get_trial(trial_id)))
 
 
+def study_storage(
+    cfg: DictConfig, tracker: Tracker | NullTracker | None = None
+) -> optuna.storages.RDBStorage:
+    """The study's storage as every worker opens it: a trial whose worker is gone is failed by
+    its heartbeat, its run closed through `tracker`, and its parameters queued again."""
+    return make_storage(cfg, _on_stale_trial(tracker))
+
+
 def _on_stale_trial(tracker: Tracker | NullTracker | None):  # noqa: ANN202
     """Close a dead worker's MLflow run and enqueue its parameters again (once).
 
@@ -136,7 +144,7 @@ def open_sweep(cfg: DictConfig, overrides: Sequence[str] = ()) -> Sweep:
         check_reachable(cfg.tracking.uri)
     with setup_lock(cfg):
         tracker = make_tracker(cfg.tracking)  # an MLflow client migrates a fresh SQLite store
-        storage = make_storage(cfg, _on_stale_trial(tracker))
+        storage = study_storage(cfg, tracker)
         study, created = _create_or_load(cfg, storage, space)
         tracker.setup()
         parent = _parent_run(cfg, study, tracker, created, space)

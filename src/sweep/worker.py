@@ -56,12 +56,12 @@ def next_trial(sweep: Sweep, poll: float = 1.0, view: View | None = None) -> opt
     """Ask for a trial while the target is not met and no budget is spent; None once either is.
 
     Waits while other workers' trials finish (they may still meet the target), looking again
-    after 0.05 s, then twice as long each time up to `poll`: the last worker's trial usually
-    ends within a trial's time, and a whole second's step was waited at the end of every sweep.
+    every `poll` seconds. (Looking sooner, from 0.05 s doubling up to 1 s, measured no shorter
+    end of a sweep, and a waiting worker then often asked for a freed slot in the same instant
+    as the worker that freed it: one more "surplus" trial given back.)
     """
     target = sweep.cfg.search.n_trials
     waiting_said = False
-    delay = min(0.05, poll)
     while True:
         interrupt.check()
         fail_stale(sweep.study)
@@ -85,8 +85,7 @@ def next_trial(sweep: Sweep, poll: float = 1.0, view: View | None = None) -> opt
                 f"waiting for {len(running)} running trial(s) to finish or go stale"
             )
             waiting_said = True
-        time.sleep(delay)
-        delay = min(2 * delay, poll)
+        time.sleep(poll)
 
 
 def check_failures(sweep: Sweep) -> None:

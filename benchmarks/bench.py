@@ -7,7 +7,8 @@ Seven parts, each runnable alone (`--only fit,trial,workers,memory,digits,search
            MLflow store, side by side with the same trials untracked, the bare loop and
            `model.fit`: a whole trial against `model.fit`, and where its time goes;
   workers  fixed 4-, 12- and 30-trial studies run by `python -m sweep sweep` with search.jobs=1
-           and =2, end to end;
+           and =2, end to end, each a new study in existing stores, and the middle size once
+           more on fresh stores (a project's first sweep);
   memory   a worker's resident memory over 30 study trials (VmRSS after each, VmHWM at the end);
   digits   `model.fit` against our compiled loop on `data=digits` (64 -> 10 classes, softmax
            cross-entropy), 50 epochs, seed by seed: speed and validation accuracy.

@@ -179,10 +179,11 @@ def _seed_runs(
     from sweep.search import objectives
 
     base = int(record.cfg.seed)
-    name, direction = objectives(record.cfg)[0]
+    objective, direction = objectives(record.cfg)[0]
     original = float(trial.values[0])
-    out = Robustness(trial.number, record.run_id, dict(trial.params), original, [], [])
-    out.objective, out.direction = name, direction
+    out = Robustness(
+        trial.number, record.run_id, dict(trial.params), original, [], [], objective, direction
+    )
     for offset in range(1, seeds + 1):
         cfg = rerun_config(record.cfg, store, seed=base + offset)
         cfg.tracking.log_model = False  # 25 models nobody loads; the record suffices
@@ -198,7 +199,7 @@ def _seed_runs(
         _, value = train_again(cfg, name, overrides, tags, parent_run_id=parent_id)
         out.seeds.append(base + offset)
         out.values.append(value)
-        console.say(f"  trial {trial.number} seed {base + offset}: {name}={value:.4g}")
+        console.say(f"  trial {trial.number} seed {base + offset}: {objective}={value:.4g}")
     return out
 
 

@@ -210,8 +210,6 @@ def check_storage(url: str) -> None:
     Both stores are SQLAlchemy URLs, so pointing the study at the tracking database is an easy
     slip; Optuna would then fail on the shared `alembic_version` table with a schema message.
     """
-    import sqlalchemy
-
     if url.startswith("sqlite:"):
         if not Path(sqlite_path(url)).is_file():
             return  # made fresh by the study
@@ -271,8 +269,6 @@ def _database_lock(url: str) -> Iterator[None]:
     if not url.startswith("postgresql"):
         yield
         return
-    import sqlalchemy
-
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
     try:
         with engine.connect() as con:

@@ -400,7 +400,7 @@ def _shared_epoch_function(template: keras.Model, loss_fn: Callable, batch_size:
 
     The steps carry the weights as one flat vector: each loop variable costs the lowered while
     loop a handful of control ops per step, and splitting and joining one vector is cheaper than
-    carrying ten tensors (about 14% less time per epoch on the tutorial's model, bit-identical:
+    carrying ten tensors (6-17% less CPU per epoch on the tutorial's model, bit-identical:
     `w - g * lr` is elementwise, so it is the same on the vector as on each weight).
     """
     shapes = [tuple(v.shape) for v in template.trainable_variables]

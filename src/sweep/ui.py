@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from sweep.tracking import Experiments  # imports mlflow: only inside main
 
 VIEW_NESTED = "sweep"
-VIEW_BEST = "sweep-by-val-mse"  # best_view("val_mse"): the tutorial's objective
 SHARE_TAG = "mlflow.sharedViewState."
 KIND_TAG = "mlflow.experimentKind"
 TUTORIAL = (("val_mse", "minimize"),)
@@ -59,6 +58,9 @@ DIRECTIONS_PARAM = "sweep.directions"  # and their directions (parents before it
 def best_view(objective: str) -> str:
     """The best-first view's key for an objective: sweep-by-val-mse, sweep-by-val-accuracy."""
     return "sweep-by-" + objective.replace("_", "-")
+
+
+VIEW_BEST = best_view(TUTORIAL[0][0])  # the tutorial's: sweep-by-val-mse
 
 
 def swept_params(experiments: Experiments, experiment_id: str) -> list[str]:

@@ -56,9 +56,8 @@ def next_trial(sweep: Sweep, poll: float = 1.0, view: View | None = None) -> opt
     """Ask for a trial while the target is not met and no budget is spent; None once either is.
 
     Waits while other workers' trials finish (they may still meet the target), looking again
-    every `poll` seconds. (Looking sooner, from 0.05 s doubling up to 1 s, measured no shorter
-    end of a sweep, and a waiting worker then often asked for a freed slot in the same instant
-    as the worker that freed it: one more "surplus" trial given back.)
+    every `poll` seconds: polling faster made a waiting worker ask for a freed slot in the same
+    instant as the worker that freed it more often, a "surplus" trial given back each time.
     """
     target = sweep.cfg.search.n_trials
     waiting_said = False

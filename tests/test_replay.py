@@ -302,6 +302,7 @@ def test_robust_logs_its_table_and_plot_to_the_parent(second_sweep, tmp_path):
     out = sweep_cmd("robust", "sine-mlp", "--top", "2", "--seeds", "2", "--store", str(swept))
     assert out.returncode == 0, out.stdout + out.stderr
     assert re.search(r"ranking by mean val_mse over 2 seeds (HOLDS|CHANGES)", out.stdout)
+    assert len(re.findall(r"trial \d+ seed \d+: val_mse=[0-9.e+-]+\n", out.stdout)) == 4
     study = optuna.load_study(study_name="sine-mlp", storage=f"sqlite:///{swept}/optuna.db")
     parent_id = study.user_attrs["mlflow_parent_run_id"]
     client = MlflowClient(f"sqlite:///{swept}/mlflow.db")

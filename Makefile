@@ -62,7 +62,7 @@ test-fast: $(STAMP) ## The tests not marked slow, for quick iteration
 	$(PY) -m pytest -m "not slow"
 
 bench: $(STAMP) ## Measure speed and search quality (fit vs loop, trial overhead, workers, memory, digits, samplers); ARGS="--only fit --seeds 2"
-	@$(PY) benchmarks/bench.py $(ARGS)
+	@$(PY) -m benchmarks $(ARGS)
 
 lint: $(STAMP) ## ruff lint and format check
 	$(VENV)/bin/ruff check src tests benchmarks
@@ -72,8 +72,14 @@ format: $(STAMP) ## ruff format and safe fixes
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 	$(VENV)/bin/ruff format src tests benchmarks
 
+# Names go from find -print0 to a list file and xargs -0, never through the shell's splitting or
+# globbing: exactly the listed entries go (`old notes`, `*`, `-x`, a newline are names, nothing
+# more); the list shows control characters as `?`, as config.printable does.
 clean: ## Delete this machine's local stores under mlruns/ (lists them, asks first); never server-artifacts/
-	@files=$$(find mlruns -mindepth 1 -maxdepth 1 ! -name .gitkeep ! -name server-artifacts); \
-	if [ -z "$$files" ]; then echo "nothing to delete under mlruns/"; exit 0; fi; \
-	echo "$$files"; [ -d mlruns/server-artifacts ] && echo "(kept: mlruns/server-artifacts, the tracking server's artifacts)"; \
-	read -p "delete the above? [y/N] " ok && [ "$$ok" = y ] && rm -rf $$files || true
+	@[ -d mlruns ] || { echo "nothing to delete under mlruns/"; exit 0; }; \
+	list=$$(mktemp) || exit 1; trap 'rm -f "$$list"' EXIT; \
+	find mlruns -mindepth 1 -maxdepth 1 ! -name .gitkeep ! -name server-artifacts -print0 >"$$list"; \
+	if [ ! -s "$$list" ]; then echo "nothing to delete under mlruns/"; exit 0; fi; \
+	LC_ALL=C tr '\000\001-\037\177' '\n?' <"$$list"; \
+	[ -d mlruns/server-artifacts ] && echo "(kept: mlruns/server-artifacts, the tracking server's artifacts)"; \
+	read -p "delete the above? [y/N] " ok && [ "$$ok" = y ] && xargs -0 rm -rf -- <"$$list" || true

@@ -32,7 +32,7 @@ def test_parallel_coordinates_takes_categorical_and_log_axes():
 
 
 def test_tables_escape_what_they_show():
-    html = report.table(["<b>"], [["<script>alert(1)</script>", 1.5e-5]])
+    html = report.fragment(report.table(["<b>"], [["<script>alert(1)</script>", 1.5e-5]]))
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert '<td class="num">1.500e-05</td>' in html
 
@@ -95,6 +95,8 @@ def test_the_report_follows_the_study_objective_and_direction():
     assert best.trial.values[0] == 0.9 and base.number == 0
     assert report.pick(rows)[0].trial.values[0] == 0.5  # minimising, as for val_mse
     assert report.splits_of("val_accuracy") == ["val_accuracy", "test_accuracy", "train_accuracy"]
-    page = report.trials_table(rows, best) + report.comparison_table(best, base)
+    page = report.fragment(report.trials_table(rows, best)) + report.fragment(
+        report.comparison_table(best, base)
+    )
     assert "val_accuracy" in page and "test_accuracy" in page and "val_mse" not in page
     assert "0.9" in report.verdict(best, base, maximize=True)

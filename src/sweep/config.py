@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -34,8 +34,10 @@ EXAMPLES = {
 }
 MAX_POINTS = 10_000_000  # a grid beyond this is a typo (or a hostile record), not an experiment
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-STORAGE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "mysql", "mysql+pymysql")
-TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "postgresql+psycopg2", "file")
+# SQLAlchemy 2.1 maps postgresql:// to psycopg 3, which `postgresql+psycopg` names explicitly.
+POSTGRES_SCHEMES = ("postgresql", "postgresql+psycopg2", "postgresql+psycopg")
+STORAGE_SCHEMES = ("sqlite", *POSTGRES_SCHEMES, "mysql", "mysql+pymysql")
+TRACKING_SCHEMES = ("sqlite", "http", "https", *POSTGRES_SCHEMES, "file")
 
 
 def prepare(cfg: DictConfig) -> DictConfig:
@@ -268,7 +270,8 @@ def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> str:
 def check_url(key: str, url: Any, schemes: tuple[str, ...]) -> None:
     """Reject URLs whose scheme we cannot use, before anything is created with them."""
     if not isinstance(url, str) or "://" not in url:
-        raise ConfigError(f"{key}={url!r} is not a URL; expected e.g. sqlite:///path/to/file.db")
+        shown = f"***@{url.rsplit('@', 1)[1]}" if isinstance(url, str) and "@" in url else url
+        raise ConfigError(f"{key}={shown!r} is not a URL; expected e.g. sqlite:///path/to/file.db")
     scheme = url.split("://", 1)[0].lower()
     if scheme not in schemes:
         raise ConfigError(f"{key}: scheme {scheme!r} is not one of: {', '.join(schemes)}")
@@ -277,7 +280,12 @@ def check_url(key: str, url: Any, schemes: tuple[str, ...]) -> None:
         if not path:
             raise ConfigError(f"{key}={url!r} names no database file")
         writable_dir(key, Path(path).parent)
-    elif scheme in ("http", "https", "postgresql", "postgresql+psycopg2", "mysql"):
+    elif scheme != "file":
+        if any(ch.isspace() for ch in url):  # a folder may hold a space, a network URL may not
+            raise ConfigError(
+                f"{key}={mask_url(url)!r} holds whitespace; percent-encode it (a space as %20) "
+                "or keep the password in PGPASSWORD or ~/.pgpass"
+            )
         parts = urlsplit(url)
         if url.split("://", 1)[1].count("@") > parts.netloc.count("@"):
             raise ConfigError(
@@ -313,36 +321,74 @@ def writable_dir(key: str, folder: Path) -> None:
         raise ConfigError(f"{key}: {what} {existing} is not writable")
 
 
-# A query parameter that carries a secret (`?password=`, libpq's `sslpassword`, `token=`). Its
-# value ends at the next parameter, or before quotes and brackets that close the text around the
-# URL (a YAML or shell quote), so masking never breaks the record it runs over.
+# A query parameter that carries a secret (`?password=`, libpq's `sslpassword`, `token=`), also
+# in Hydra's escaped form (`password\=`, as `-m` writes overrides). Its value ends at the next
+# parameter, or before quotes and brackets that close the text around the URL (a YAML or shell
+# quote), so masking never breaks the record it runs over; an escaped character (`\ `, `\,`)
+# belongs to the value.
 SECRET_QUERY = re.compile(
-    r"(?i)(?P<key>[?&;][a-z_]*(?:password|passwd|pwd|secret|token))="
-    r"(?P<value>[^&#\s]*?)(?=['\"\\,;)\]}]*(?:[&#\s]|$))"
+    r"(?i)(?P<key>[?&;][a-z_]*(?:password|passwd|pwd|secret|token)\\?=)"
+    r"(?P<value>(?:\\.|[^&#\n])*?)(?=(?:\\?['\"]|[,;)\]}])*(?:[&#\n]|$))"
 )
+SEPARATOR = re.compile(r"\\?://")  # Hydra's multirun escapes `:` in overrides (`postgresql\://`)
+
+
+def _password_span(rest: str) -> tuple[int, int] | None:
+    """Where the password sits in a URL's text after `://`: from the first `:` to the LAST `@`
+    of the userinfo, so a password holding `:`, `@`, `/` or a quote is found whole."""
+    at = rest.rfind("@")
+    if at > 0 and ":" in rest[:at]:
+        return rest.index(":") + 1, at
+    return None
+
+
+def url_password(url: str | None) -> str | None:
+    """The password of a URL as `mask_url` sees it (None without one)."""
+    sep = SEPARATOR.search(url or "")
+    span = _password_span(url[sep.end() :]) if sep else None
+    return url[sep.end() :][span[0] : span[1]] if span else None
 
 
 def mask_url(url: str | None) -> str | None:
-    """The one masking of a URL: its password, and any secret query parameter, become ***.
+    r"""The one masking of a URL: its password, and any secret query parameter, become ***.
 
-    The userinfo runs to the LAST `@` and the password from the first `:`, so a password holding
-    `:`, `@`, `/` or a quote is masked whole (SQLAlchemy's own `make_url` stops at the first `@`).
+    The password runs from the first `:` to the LAST `@` (SQLAlchemy's own `make_url` stops at
+    the first `@`); Hydra's escaped form (`postgresql\://u\:pw@h\:5432`) is masked the same way.
     """
-    if not url or "://" not in url:
+    sep = SEPARATOR.search(url or "")
+    if sep is None:
         return url
-    scheme, rest = url.split("://", 1)
-    at = rest.rfind("@")
-    if at > 0 and ":" in rest[:at]:
-        rest = rest[: rest.index(":")] + ":***" + rest[at:]
-    return f"{scheme}://{SECRET_QUERY.sub(lambda m: m['key'] + '=***', rest)}"
+    head, rest = url[: sep.end()], url[sep.end() :]
+    if span := _password_span(rest):
+        rest = rest[: span[0]] + "***" + rest[span[1] :]
+    return head + SECRET_QUERY.sub(lambda m: m["key"] + "***", rest)
 
 
-URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+URL = re.compile(
+    r"[A-Za-z][A-Za-z0-9+.-]*\\?://"
+    # A password holding raw whitespace (check_url refuses it, but Hydra writes its files first):
+    # from `user:` to the next `@` on the line, never into another URL (`host:5432` is a port).
+    r"(?:[^\s/@:\\]*\\?:(?!\d+(?:[\s/?#]|$))(?=[^@\n]*?\s)(?:(?!\\?://)[^\n@])+@)?"
+    r"(?:\\\s|\S)+"  # the rest, with Hydra's escaped whitespace (`\ `)
+)
+# A value that is one URL, or one `key=URL` override: with raw whitespace it is masked whole.
+KEY_URL = re.compile(r"(?s)(?P<key>[\w.+~/@-]+=)?(?P<url>[A-Za-z][A-Za-z0-9+.-]*\\?://.*)")
 
 
 def mask_text(value: Any) -> str:
     """Text with every URL masked by `mask_url`: configs, overrides, commands, tracebacks, tags."""
     return URL.sub(lambda m: mask_url(m.group()), str(value))
+
+
+def split_password(url: str) -> tuple[str, str | None]:
+    """A PostgreSQL URL without its password, and the password: a child process gets the URL on
+    its command line (any local user reads it in `ps`) and the password in PGPASSWORD."""
+    parts = urlsplit(url)
+    if parts.scheme not in (*POSTGRES_SCHEMES, "postgres") or parts.password is None:
+        return url, None
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}")), unquote(parts.password)
 
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -360,7 +406,12 @@ def mask_data(data: Any) -> Any:
         return {k: mask_data(v) for k, v in data.items()}
     if isinstance(data, list | tuple):
         return [mask_data(v) for v in data]
-    return mask_text(data) if isinstance(data, str) else data
+    if not isinstance(data, str):
+        return data
+    whole = KEY_URL.fullmatch(data)
+    if whole and any(ch.isspace() for ch in data):
+        return (whole["key"] or "") + mask_url(whole["url"])
+    return mask_text(data)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
+from sweep.config import printable
+
 if TYPE_CHECKING:  # type names only: printing must not import TensorFlow
     from sweep.training import EpochHook, EpochLog, TrainResult
 
@@ -20,11 +22,31 @@ def fmt_params(params: dict[str, Any]) -> str:
     return " ".join(f"{k.rsplit('.', 1)[-1]}={fmt_value(v)}" for k, v in params.items())
 
 
+def shown(text: Any) -> str:
+    """Text as the terminal may show it: each line through `config.printable` (URLs masked,
+    control characters as `?`), the newlines between lines kept.
+
+    Run names, tags, params, trial attributes and records come from stores anyone on a shared
+    server can write, so every line `say`, `error` and the live view print passes here: an
+    escape sequence in any of them reaches the screen as `?`, never as a command. Escapes of
+    our own (clearing a counter, redrawing the view) are added after it.
+    """
+    return "\n".join(printable(line) for line in str(text).split("\n"))
+
+
 def say(text: str, prefix: str = "") -> None:
     """Print a whole line (clearing a live counter first) and flush, so workers don't interleave."""
-    end = "\x1b[K" if sys.stdout.isatty() else ""
-    sys.stdout.write(f"\r{prefix}{text}{end}\n")
+    if sys.stdout.isatty():  # a counter can only be live on a terminal
+        sys.stdout.write(f"\r{shown(prefix + text)}\x1b[K\n")
+    else:
+        sys.stdout.write(f"{shown(prefix + text)}\n")
     sys.stdout.flush()
+
+
+def error(text: str) -> None:
+    """One `error: ...` line on stderr, filtered as `say`'s are (a worker's last word)."""
+    sys.stderr.write(f"error: {shown(text)}\n")
+    sys.stderr.flush()
 
 
 def result_line(result: TrainResult, tutorial: bool = True) -> str:

@@ -4,11 +4,14 @@ optuna-dashboard reads the Optuna storage directly (the embedded SQLite file or 
 shows, live, every study in it: trials with their intermediate values per epoch, the history,
 parameter importances and, for studies with several objectives, the Pareto front. It runs on the
 one launcher of server processes (`sweep.processes`) and stops on Ctrl-C or SIGTERM with exit 0.
+The child is `sweep.dashboard_app` (optuna-dashboard's app behind a Host check), given the storage
+URL without its password: PGPASSWORD carries that, out of `ps`.
 """
 
 from __future__ import annotations
 
-import shutil
+import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -34,13 +37,12 @@ def check_storage(url: str) -> None:
         )
 
 
-def executable() -> str:
-    """The optuna-dashboard script of this Python's environment (else the one on PATH)."""
-    beside = Path(sys.executable).with_name(NAME)
-    found = str(beside) if beside.is_file() else shutil.which(NAME)
-    if not found:
+def command(storage: str, host: str, port: int) -> list[str]:
+    """The child's command line: this Python running `sweep.dashboard_app` (no password in it)."""
+    if importlib.util.find_spec("optuna_dashboard") is None:
         raise ConfigError(f"{NAME} is not installed; pip install 'optuna-dashboard>=0.21,<0.22'")
-    return found
+    app = ["-m", "sweep.dashboard_app", storage]
+    return [sys.executable, *app, "--host", host, "--port", str(port)]
 
 
 def study_urls(storage: str, base: str) -> list[str]:
@@ -66,8 +68,9 @@ def main(
     """Serve optuna-dashboard on the storage until Ctrl-C; print each study's address."""
     url = storage or default_storage(store)
     check_storage(url)
+    bare, secret = processes.without_password(url)
+    cmd = command(bare, host, port)
     processes.check_port(host, port)
-    cmd = [executable(), url, "--host", host, "--port", str(port), "--quiet"]
     base = processes.local_url(host, port)
 
     def announce() -> None:
@@ -77,6 +80,7 @@ def main(
     return processes.serve(
         cmd,
         base,
+        env=os.environ | secret,
         on_ready=announce,
         service=processes.Service(NAME, "/api/studies", STARTUP_SECONDS),
     )

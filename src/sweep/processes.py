@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from sweep.config import mask_url, split_password
 from sweep.errors import EXIT_OK, ConfigError, SweepError
 
 STARTUP_SECONDS = 180
@@ -48,6 +49,19 @@ def local_url(host: str, port: int) -> str:
     elif host == "::":
         host = "::1"
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def without_password(url: str) -> tuple[str, dict[str, str]]:
+    """A database URL for a server's command line, which every local user reads (`ps`,
+    /proc/PID/cmdline), and the environment that carries its password instead: PGPASSWORD,
+    which libpq reads under psycopg2 and psycopg 3 alike."""
+    bare, password = split_password(url)
+    if mask_url(bare) != bare:  # a MySQL password, a `?password=` query: no variable takes it
+        raise ConfigError(
+            f"{mask_url(url)}: its password would show on the server's command line to every "
+            "local user; keep it in PGPASSWORD or ~/.pgpass (MySQL: ~/.my.cnf)"
+        )
+    return bare, {} if password is None else {"PGPASSWORD": password}
 
 
 def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:

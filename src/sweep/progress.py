@@ -225,9 +225,13 @@ class Live:
         self.draw(render(snapshot(self.study, self.target, self.since), self.epochs, self.status))
 
     def draw(self, lines: list[str]) -> None:
-        """Overwrite the last frame in place, unless nothing changed."""
+        """Overwrite the last frame in place, unless nothing changed.
+
+        The frame's text (study and metric names, params) is the store's: it passes
+        `console.shown` before the cursor escapes of the redraw are put around it.
+        """
         width = max(shutil.get_terminal_size().columns - 1, 20)  # a wrapped line breaks the redraw
-        lines = [line[:width] for line in lines]
+        lines = [row[:width] for line in lines for row in console.shown(line).split("\n")]
         if self.drawn and lines == self.frame:
             return
         up = f"\x1b[{self.drawn - 1}A" if self.drawn > 1 else ""

@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import html
+import functools
 import io
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import jinja2
 import numpy as np
 import optuna
+from markupsafe import Markup
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
@@ -45,15 +49,6 @@ SECTIONS = (
     ("trials", "All trials"),
 )
 CONFIG_KEYS = ("optimizer._target_", "trainer.epochs", "trainer.batch_size", "seed")
-CSS = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;padding:.25em .6em}
-th{background:#f4f4f4;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.best td{background:#eaf6ea}tr.baseline td{background:#eef3fb}.meta{color:#555}
-img{max-width:100%;border:1px solid #eee}.note{color:#666;font-style:italic}
-td:last-child{min-width:12em}
-"""
 
 
 @dataclass
@@ -193,7 +188,57 @@ def prediction_image(uri: str, best: TrialRow | None, base: TrialRow | None) -> 
     return png_data_uri(plots.prediction_figure(x, curves, (lo, hi), "prediction vs sin(x)"))
 
 
-# --------------------------------------------------------------------------- HTML
+# --------------------------------------------------------------------------- page content
+# The page is templates/report.html.j2, autoescaped: this part hands it text, numbers and
+# tables, never HTML, so a study name, metric name, param or note from a shared store is shown
+# as written and cannot add markup (a `<script>` in `study:metric_names` once reached the page).
+
+PNG_URI = re.compile(r"data:image/png;base64,[A-Za-z0-9+/]*={0,2}")
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    num: bool = False  # right-aligned
+
+
+@dataclass(frozen=True)
+class Tr:
+    cells: list[Cell]
+    cls: str = ""  # "best", "baseline" or none
+
+
+@dataclass(frozen=True)
+class Table:
+    header: list[str]
+    rows: list[Tr]
+    kind: ClassVar[str] = "table"
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str
+    kind: str = "p"  # "p", "note" (grey italics) or "h3"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """An inline PNG: the one value the page takes as it is, once checked to be nothing else."""
+
+    uri: str
+    alt: str
+    kind: ClassVar[str] = "figure"
+
+    def __post_init__(self) -> None:
+        if not PNG_URI.fullmatch(self.uri):
+            raise ValueError(f"not an inline PNG: {self.uri[:40]!r}")
+
+    @property
+    def src(self) -> Markup:
+        return Markup(self.uri)
+
+
+Block = Table | Text | Figure
 
 
 def fmt(value: Any) -> str:
@@ -206,39 +251,32 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def table(header: Sequence[str], body: Sequence[Sequence[Any]], classes: Sequence[str] = ()) -> str:
-    """An HTML table; numbers right-aligned, every cell escaped."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    lines = [f"<table><tr>{head}</tr>"]
-    for i, cells in enumerate(body):
-        cls = f' class="{classes[i]}"' if i < len(classes) and classes[i] else ""
-        tds = "".join(
-            f'<td class="num">{html.escape(fmt(c))}</td>'
-            if isinstance(c, int | float) and not isinstance(c, bool)
-            else f"<td>{html.escape(fmt(c))}</td>"
-            for c in cells
+def table(
+    header: Sequence[str], body: Sequence[Sequence[Any]], classes: Sequence[str] = ()
+) -> Table:
+    """A table of formatted cells; numbers right-aligned."""
+    rows = [
+        Tr(
+            [Cell(fmt(c), isinstance(c, int | float) and not isinstance(c, bool)) for c in cells],
+            classes[i] if i < len(classes) else "",
         )
-        lines.append(f"<tr{cls}>{tds}</tr>")
-    return "\n".join([*lines, "</table>"])
+        for i, cells in enumerate(body)
+    ]
+    return Table([str(h) for h in header], rows)
 
 
-def comparison_table(best: TrialRow | None, base: TrialRow | None) -> str:
+def comparison_table(best: TrialRow | None, base: TrialRow | None) -> Table | Text:
     """Config, MSEs, parameter count and training time, baseline and best side by side."""
     cols = [r for r in (base, best) if r is not None]
     if not cols:
-        return '<p class="note">no trial has finished yet</p>'
+        return Text("no trial has finished yet", "note")
     keys = sorted({k for r in cols for k in r.trial.params})
     body: list[list[Any]] = [["trial", *[r.number for r in cols]]]
     body += [[k, *[r.trial.params.get(k) for r in cols]] for k in keys]
     body += [[k, *[r.params.get(k) for r in cols]] for k in CONFIG_KEYS]
     for key in splits_of(cols[0].objective):
         body.append([key, *[r.metric(key) for r in cols]])
-    body.append(
-        [
-            "parameters",
-            *[int(r.params["n_params"]) if "n_params" in r.params else None for r in cols],
-        ]
-    )
+    body.append(["parameters", *[r.n_params for r in cols]])
     body.append(["training time (s)", *[r.metric("train_seconds") for r in cols]])
     body.append(["state", *[r.trial.state.name for r in cols]])
     body.append(["MLflow run", *[r.run_id or "-" for r in cols]])
@@ -274,10 +312,10 @@ def _robust_objective(data: dict[str, Any]) -> str:
     return data.get("objective", "val_mse")
 
 
-def robust_table(data: dict[str, Any] | None) -> str:
+def robust_table(data: dict[str, Any] | None) -> list[Block]:
     """The top trials' objective over new seeds (mean +/- std), when `robust` has run."""
     if not data:
-        return ""
+        return []
     name = _robust_objective(data)
     body = [
         [
@@ -292,13 +330,14 @@ def robust_table(data: dict[str, Any] | None) -> str:
     ]
     header = ["trial", f"{name} (study)", f"{name} over new seeds", "seeds", "rank", "rank by mean"]
     classes = ["best"] + [""] * (len(body) - 1)
-    return "<h3>Over new seeds (the champion is the best mean)</h3>" + table(header, body, classes)
+    heading = Text("Over new seeds (the champion is the best mean)", "h3")
+    return [heading, table(header, body, classes)]
 
 
-def pareto_part(study: optuna.Study, rows: Sequence[TrialRow]) -> str:
+def pareto_part(study: optuna.Study, rows: Sequence[TrialRow]) -> list[Block]:
     """A study of several objectives: the front's plot (baseline marked) and its table."""
     if len(study.directions) < 2:
-        return ""
+        return []
     names = study.metric_names or [f"objective {i}" for i in range(2)]
     members = front(study)
     complete = [r.trial for r in rows if r.trial.state == TrialState.COMPLETE]
@@ -311,9 +350,7 @@ def pareto_part(study: optuna.Study, rows: Sequence[TrialRow]) -> str:
     )
     keys = sorted({k for t in members for k in t.params})
     body = [[t.number, *t.values, *[t.params.get(k) for k in keys]] for t in members]
-    return image_or_note(png_data_uri(fig), "Pareto front", "") + table(
-        ["trial", *names, *keys], body
-    )
+    return [Figure(png_data_uri(fig), "Pareto front"), table(["trial", *names, *keys], body)]
 
 
 def splits_of(objective: str) -> list[str]:
@@ -325,21 +362,22 @@ def splits_of(objective: str) -> list[str]:
 
 
 def verdict(best: TrialRow | None, base: TrialRow | None, maximize: bool = False) -> str:
+    """One sentence on best against baseline; empty when either has no value."""
     key = best.objective if best else "val_mse"
     b, v = (best.metric(key) if best else None), (base.metric(key) if base else None)
     if best is None or base is None or b is None or v is None:
         return ""
     if best.number == base.number:
-        return f"<p>No trial beat the baseline's configuration on {key}.</p>"
+        return f"No trial beat the baseline's configuration on {key}."
     if maximize:
-        return f"<p>Trial {best.number} reaches {key} {fmt(b)} against the baseline's {fmt(v)}.</p>"
+        return f"Trial {best.number} reaches {key} {fmt(b)} against the baseline's {fmt(v)}."
     return (
-        f"<p>Trial {best.number} reaches {key} {fmt(b)}, "
-        f"{v / b:.3g}&times; lower than the baseline's {fmt(v)}.</p>"
+        f"Trial {best.number} reaches {key} {fmt(b)}, "
+        f"{v / b:.3g}\u00d7 lower than the baseline's {fmt(v)}."
     )
 
 
-def trials_table(rows: Sequence[TrialRow], best: TrialRow | None) -> str:
+def trials_table(rows: Sequence[TrialRow], best: TrialRow | None) -> Table:
     keys = sorted({k for r in rows for k in r.trial.params})
     shown = splits_of(rows[0].objective)[:2] if rows else ["val_mse"]
     header = ["trial", "state", *shown, *keys, "parameters", "seconds", "note"]
@@ -364,24 +402,53 @@ def trials_table(rows: Sequence[TrialRow], best: TrialRow | None) -> str:
     return table(header, body, classes)
 
 
-def image_or_note(uri: str | None, alt: str, note: str) -> str:
-    if uri is None:
-        return f'<p class="note">{html.escape(note)}</p>'
-    return f'<img src="{uri}" alt="{html.escape(alt)}">'
+def image_or_note(uri: str | None, alt: str, note: str) -> Figure | Text:
+    return Text(note, "note") if uri is None else Figure(uri, alt)
 
 
-def render(study: optuna.Study, parts: dict[str, str], meta: str) -> str:
-    title = f"Sweep report: study {study.study_name}"
-    body = [f"<h1>{html.escape(title)}</h1>", f'<p class="meta">{meta}</p>']
-    for key, heading in SECTIONS:
-        if not parts.get(key):  # e.g. no Pareto front in a study of one objective
-            continue
-        body.append(f'<section id="{key}"><h2>{html.escape(heading)}</h2>\n{parts[key]}</section>')
+def best_part(
+    best: TrialRow | None, base: TrialRow | None, maximize: bool, robust: dict[str, Any] | None
+) -> list[Block]:
+    """Baseline and best side by side, the verdict, and the robustness table if `robust` ran."""
+    said = verdict(best, base, maximize)
+    return [comparison_table(best, base), *([Text(said)] if said else []), *robust_table(robust)]
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+def _template_source(name: str) -> str:
+    return (resources.files("sweep") / "templates" / name).read_text(encoding="utf-8")
+
+
+@functools.cache
+def _templates() -> jinja2.Environment:
+    """Autoescaping on every template; an undefined name is an error, not an empty cell."""
+    return jinja2.Environment(
+        loader=jinja2.FunctionLoader(_template_source),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def fragment(block: Block) -> str:
+    """One block's HTML, as the page shows it."""
+    return str(_templates().get_template("blocks.html.j2").module.block(block))
+
+
+def render(study_name: str, parts: dict[str, list[Block]], meta: str) -> str:
+    """The whole page; sections without content (no Pareto front of one objective) left out."""
     return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
+        _templates()
+        .get_template("report.html.j2")
+        .render(
+            title=f"Sweep report: study {study_name}",
+            meta=meta,
+            sections=[(key, heading) for key, heading in SECTIONS if parts.get(key)],
+            parts=parts,
+        )
     )
 
 
@@ -394,23 +461,31 @@ def build_report(study: optuna.Study, reader: Reader, storage: str) -> tuple[str
     states = {s.name: sum(r.trial.state == s for r in rows) for s in TrialState}
     meta = (
         f"{len(rows)} trials ({', '.join(f'{n} {k}' for k, n in states.items() if n)}) "
-        f"in {html.escape(mask_url(storage) or '')}; "
+        f"in {mask_url(storage) or ''}; "
         f"written {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}"
     )
     parts = {
-        "best": comparison_table(best, base) + verdict(best, base, maximize) + robust_table(robust),
-        "history": image_or_note(history_image(rows), "optimisation history", "no finished trial"),
-        "importances": image_or_note(
-            importance_image(study), "parameter importances", "needs 3 or more complete trials"
-        ),
-        "parallel": image_or_note(
-            parallel_image(rows, best, base), "parallel coordinates", "needs 2 complete trials"
-        ),
-        "predictions": image_or_note(
-            prediction_image(reader.uri, best, base), "predictions", "no logged model to load"
-        ),
+        "best": best_part(best, base, maximize, robust),
+        "history": [
+            image_or_note(history_image(rows), "optimisation history", "no finished trial")
+        ],
+        "importances": [
+            image_or_note(
+                importance_image(study), "parameter importances", "needs 3 or more complete trials"
+            )
+        ],
+        "parallel": [
+            image_or_note(
+                parallel_image(rows, best, base), "parallel coordinates", "needs 2 complete trials"
+            )
+        ],
+        "predictions": [
+            image_or_note(
+                prediction_image(reader.uri, best, base), "predictions", "no logged model to load"
+            )
+        ],
         "pareto": pareto_part(study, rows),
-        "trials": trials_table(rows, best),
+        "trials": [trials_table(rows, best)],
     }
     summary = {
         "study": study.study_name,
@@ -419,7 +494,7 @@ def build_report(study: optuna.Study, reader: Reader, storage: str) -> tuple[str
         "best_run_id": best.run_id if best else None,
         "champion": robust_champion(robust),
     }
-    return render(study, parts, meta), summary
+    return render(study.study_name, parts, meta), summary
 
 
 def report_path(store: Path, study_name: str) -> Path:

@@ -12,7 +12,14 @@ from typing import Any
 
 from sweep.config import Store, mask_url, printable
 from sweep.errors import EXIT_FAILED, EXIT_OK, ConfigError
-from sweep.replay import Record, check_data_file, load_record, rerun_config, train_again
+from sweep.replay import (
+    Record,
+    check_bounds,
+    check_data_file,
+    load_record,
+    rerun_config,
+    train_again,
+)
 
 # Relative tolerance used by default when the rerun's environment differs from the original's.
 LOOSE_TOLERANCE = 1e-3
@@ -198,7 +205,7 @@ def main(run_id: str, store: Store, tolerance: float | None = None) -> int:
     reader = Reader(store.uri)
     record = load_record(reader, run_id.strip())
     check_data_file(record)
-    name = printable(record.run.info.run_name or run_id[:8])
+    name = printable(record.run.info.run_name or run_id[:8])  # also the new run's name
     console.say(
         f"rerunning run {record.run_id} ({name}) from its logged config; "
         f"new run in {mask_url(store.uri)}"
@@ -208,6 +215,7 @@ def main(run_id: str, store: Store, tolerance: float | None = None) -> int:
         # Replayed up to the epoch it was pruned at, so its final MSEs compare too.
         logged = reader.metric_history(record.run_id, "val_loss")
         cfg.trainer.epochs = len(logged) or cfg.trainer.epochs
+        check_bounds(cfg)  # a forged history of a million steps asks for a million epochs
     tags = {"sweep.kind": "rerun", "sweep.rerun_of": record.run_id}
     new_id, _ = train_again(cfg, f"rerun-{name}", record.overrides, tags)
     new = load_record(reader, new_id)
@@ -238,9 +246,7 @@ def _rerun_report(
     status = record.run.info.status
     if status != "FINISHED":
         tags = record.run.data.tags
-        how = printable(
-            "; ".join(t for t in (tags.get("sweep.state"), tags.get("fail_reason")) if t)
-        )
+        how = "; ".join(t for t in (tags.get("sweep.state"), tags.get("fail_reason")) if t)
         lines.append(
             f"note: the original ended {status}"
             + (f" ({how})" if how else "")

@@ -16,6 +16,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sweep import CONF_DIR, interrupt
@@ -230,6 +231,12 @@ def run_plain(command: Command, argv: list[str]) -> int | None:
 # --------------------------------------------------------------------------- Hydra commands
 
 
+# Hydra writes multirun.yaml (and, with hydra.output_subdir set, a job's .hydra/ files) before a
+# job runs, with the overrides' passwords in them: under this umask only their owner can read
+# them until the job masks them.
+PRIVATE_UMASK = 0o077
+
+
 class _Stop(BaseException):
     """Carries an interrupt's exit code out through Hydra's multirun loop."""
 
@@ -246,8 +253,11 @@ def run_hydra(command: Command, argv: list[str]) -> int:
                 "a grid of single runs is `baseline -m key=a,b`"
             )
         )
+    if refused := split_password_refused(argv):
+        return report(refused)
     codes: list[int] = []
-    task = _hydra_task(command, codes)
+    umask = os.umask(PRIVATE_UMASK)
+    task = _hydra_task(command, codes, umask)
     saved, os.environ["HYDRA_FULL_ERROR"] = os.environ.get("HYDRA_FULL_ERROR"), "1"
     saved_argv, sys.argv = sys.argv, [f"sweep {command.name}", *argv]
     try:
@@ -259,20 +269,28 @@ def run_hydra(command: Command, argv: list[str]) -> int:
     except Exception as exc:  # Hydra's composition errors: a bad override or group option
         return report(ConfigError(hydra_message(exc)))
     finally:
+        os.umask(umask)
         sys.argv = saved_argv
         _restore_env("HYDRA_FULL_ERROR", saved)
     return next((c for c in codes if c), EXIT_OK)
 
 
-def _hydra_task(command: Command, codes: list[int]) -> Callable[[Any], None]:
-    """The function Hydra calls once per job: check the config, run, record the exit code."""
+def _hydra_task(command: Command, codes: list[int], umask: int) -> Callable[[Any], None]:
+    """The function Hydra calls once per job: mask what Hydra wrote, check the config, run,
+    record the exit code. The job's own files (stores, artifacts) get the user's umask."""
 
     def task(raw: Any) -> None:
         from sweep.config import prepare
 
-        interrupt.install()
-        announce_job()
-        code = guard(lambda: command.function()(prepare(raw), task_overrides()))
+        os.umask(umask)
+        try:
+            for path in hydra_files():
+                mask_file(path)
+            interrupt.install()
+            announce_job()
+            code = guard(lambda: command.function()(prepare(raw), task_overrides()))
+        finally:
+            os.umask(PRIVATE_UMASK)
         codes.append(code)
         if code == EXIT_INTERRUPTED:
             raise _Stop(code)
@@ -301,10 +319,66 @@ def announce_job() -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from sweep.config import printable
+
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
         job = hydra_cfg.job
-        print(f"job {job.num}: {' '.join(hydra_cfg.overrides.task)}", flush=True)
+        print(printable(f"job {job.num}: {' '.join(hydra_cfg.overrides.task)}"), flush=True)
+
+
+def hydra_files() -> list[Path]:
+    """What Hydra wrote before this job ran: multirun.yaml in a multirun and, when
+    hydra.output_subdir is set, the job's config.yaml, hydra.yaml and overrides.yaml."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    files = []
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        files.append(Path(hydra_cfg.sweep.dir, "multirun.yaml"))
+    if hydra_cfg.output_subdir is not None:
+        folder = Path(hydra_cfg.runtime.output_dir, hydra_cfg.output_subdir)
+        files += [folder / name for name in ("config.yaml", "hydra.yaml", "overrides.yaml")]
+    return files
+
+
+def mask_file(path: Path) -> None:
+    """A YAML file Hydra wrote, masked value by value (PyYAML folds a long value over lines, so
+    its text alone could hide a password's halves); rewritten in place, its mode kept."""
+    import yaml
+
+    from sweep.config import mask_data, mask_text
+
+    if not path.is_file():
+        return
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        masked = mask_text(text)
+    else:
+        masked = text
+        if mask_data(data) != data:
+            masked = yaml.safe_dump(mask_data(data), sort_keys=False, allow_unicode=True)
+    if masked != text:
+        path.write_text(masked, encoding="utf-8")
+
+
+def split_password_refused(argv: Sequence[str]) -> ConfigError | None:
+    """Hydra cuts an unquoted value at each `,` (a sweep), so a password holding one would
+    reach the jobs, and their error lines, in halves that no masking recognises."""
+    from sweep.config import mask_text, url_password
+
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        password = url_password(value) if eq and not value.startswith(("'", '"')) else None
+        if password and "," in password and "://" not in password:
+            return ConfigError(
+                f"{mask_text(arg)}: Hydra splits a value at ',' and the password holds one; "
+                f"quote the value ({key}='...') or write the comma as %2C"
+            )
+    return None
 
 
 def hydra_message(exc: BaseException) -> str:

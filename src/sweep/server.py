@@ -12,26 +12,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from sweep.config import mask_url
+from sweep.config import POSTGRES_SCHEMES, mask_url
 from sweep.errors import ConfigError, first_line
+from sweep.processes import without_password
 
 DB_ENV = "SWEEP_TRACKING_DB"
 DEFAULT_ARTIFACTS = "mlruns/server-artifacts"
-POSTGRES = ("postgresql", "postgresql+psycopg2", "postgres")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 AUTH_ENV = "MLFLOW_AUTH_CONFIG_PATH"
-
-
-def split_password(url: str) -> tuple[str, str | None]:
-    """A PostgreSQL URL without its password, and the password (for PGPASSWORD)."""
-    parts = urlsplit(url)
-    if parts.scheme not in POSTGRES or parts.password is None:
-        return url, None
-    userinfo, host = parts.netloc.rsplit("@", 1)
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}@{host}")), unquote(parts.password)
 
 
 def artifacts_uri(destination: str) -> str:
@@ -127,13 +117,11 @@ def with_default_hosts(extra: str) -> str:
     return ",".join(dict.fromkeys(names + default_allowed_hosts()))
 
 
-def server_env(password: str | None) -> dict[str, str]:
+def server_env(secret: dict[str, str]) -> dict[str, str]:
     """The server's environment: the password as PGPASSWORD, never the URL that held it."""
     env = dict(os.environ)
     env.pop(DB_ENV, None)
-    if password is not None:
-        env["PGPASSWORD"] = password
-    return env
+    return env | secret
 
 
 def ensure_experiment(url: str, name: str) -> str:
@@ -175,10 +163,10 @@ def main(
     check_options(backend_store_uri, e.allowed_hosts, e.cors_allowed_origins)
     check_basic_auth(e.basic_auth)
     check_port(e.host, e.port)
-    store, password = split_password(backend_store_uri)
+    store, secret = without_password(backend_store_uri)
     shown = mask_url(backend_store_uri)
-    if urlsplit(store).scheme in POSTGRES:
-        check_database(store, password, shown)
+    if urlsplit(store).scheme in POSTGRES_SCHEMES:
+        check_database(store, secret.get("PGPASSWORD"), shown)
     artifacts = artifacts_uri(artifacts_destination)
     url = local_url(e.host, e.port)
     print(f"mlflow server: backend {shown}, artifacts {artifacts}", flush=True)
@@ -187,4 +175,4 @@ def main(
         experiment_id = ensure_experiment(url, experiment)
         announce(e.host, e.port, url, experiment, experiment_id, e.basic_auth)
 
-    return serve(server_args(store, artifacts, e), url, env=server_env(password), on_ready=ready)
+    return serve(server_args(store, artifacts, e), url, env=server_env(secret), on_ready=ready)

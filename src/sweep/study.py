@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sweep import budget, warmstart
 from sweep.config import flatten, mask_url, sqlite_path
 from sweep.errors import NO_SPACE, ConfigError
-from sweep.objects import build
+from sweep.objects import build, resolve, targets
 from sweep.search import Space, baseline_params, fingerprint, objectives, parse_space
 from sweep.storage import check_storage, make_storage, setup_lock
 from sweep.tracking import (
@@ -155,13 +155,20 @@ def open_sweep(cfg: DictConfig, overrides: Sequence[str] = ()) -> Sweep:
 
 def check_sampler_on_shared_storage(cfg: DictConfig) -> None:
     """CMA-ES keeps its state as pickles in the study's attributes; on a database other roles'
-    holders can write, loading them would run their code (docs/security.md)."""
-    pickles = str(cfg.search.sampler._target_).endswith("CmaEsSampler")
-    if pickles and not cfg.search.storage.startswith("sqlite:"):
-        raise ConfigError(
-            "search.sampler=cmaes unpickles what the shared storage holds (anyone with its role "
-            "could run code on every worker); use search/sampler=tpe, or cmaes on a local sqlite"
-        )
+    holders can write, loading them would run their code (docs/security.md). Looked for
+    anywhere under `search`, by class: nested (PartialFixedSampler's `base_sampler`, another
+    sampler's `independent_sampler`) it unpickles all the same. In Optuna 5 it is the only
+    sampler or pruner that pickles (`optuna/samplers/_cmaes.py` is their one `import pickle`)."""
+    if cfg.search.storage.startswith("sqlite:"):
+        return
+    for key, target in targets(cfg.search, "search"):
+        found = resolve(key, target)
+        if isinstance(found, type) and issubclass(found, optuna.samplers.CmaEsSampler):
+            raise ConfigError(
+                f"{key.removesuffix('._target_')}=cmaes unpickles what the shared storage holds "
+                "(anyone with its role could run code on every worker); use "
+                "search/sampler=tpe, or cmaes on a local sqlite"
+            )
 
 
 def check_one_host(url: str, study: optuna.Study, created: bool) -> None:

@@ -16,7 +16,11 @@ picked by hand. Both are fixed here with MLflow's own mechanisms, not a patched 
 from __future__ import annotations
 
 import json
+import os
+import re
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -33,6 +37,7 @@ DEFAULT_SWEPT = ("model.depth", "model.width", "model.activation", "optimizer.le
 STARTUP_SECONDS = 120
 # Runs sweep logged (every kind carries the tag); an experiment without one is left untouched.
 OURS = "tags.`sweep.kind` LIKE '%'"
+PARENTS = "tags.`sweep.kind` = 'sweep'"
 CHART_SECTION = "sweep-charts"
 RUNS_TO_COMPARE = 500  # MLflow's ceiling for a chart's runs (the UI's default is 10)
 
@@ -63,32 +68,127 @@ def best_view(objective: str) -> str:
 VIEW_BEST = best_view(TUTORIAL[0][0])  # the tutorial's: sweep-by-val-mse
 
 
-def swept_params(experiments: Experiments, experiment_id: str) -> list[str]:
-    """The params a study sweeps: every key any trial may sample (a conditional space's branch
-    keys included), logged on its parent run; older parents give their `search.space.*`."""
-    parents = experiments.run_params(experiment_id, "tags.`sweep.kind` = 'sweep'")
-    listed = {k for params in parents for k in params.get(SWEPT_PARAM, "").split(",") if k}
-    if listed:
-        return sorted(listed)
+# A parent run's params are anyone's data on a shared server; one malformed parent is skipped
+# with one line, not a traceback for everyone. What a well-formed one holds:
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")  # MLflow's run ids, safe inside a filter string
+CONFIG_KEY = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")  # model.depth, a view's column
+MAX_KEY = 100  # characters of a swept key (a study name's limit too)
+MAX_SWEPT = 100  # keys one parent sweeps (conf/'s spaces: 4-6)
+MAX_VIEW_CHARS = 20_000  # MLflow's longest experiment tag value (MAX_EXPERIMENT_TAG_VAL_LENGTH)
+
+
+@dataclass(frozen=True)
+class Parent:
+    """A study's parent run: its id and study name (for the skip line), and its params."""
+
+    run_id: str
+    study: str
+    params: dict[str, str]
+
+
+def parents(experiments: Experiments, experiment_id: str) -> list[Parent]:
+    """The experiment's sweep parent runs with their params (one query each, by id)."""
+    out = []
+    for run_id, tags in experiments.run_ids(experiment_id, PARENTS):
+        query = f"attributes.run_id = '{run_id}'"
+        found = experiments.run_params(experiment_id, query, 1) if RUN_ID.match(run_id) else []
+        out.append(Parent(run_id, tags.get("sweep.study_name", ""), found[0] if found else {}))
+    return out
+
+
+def skipped(parent: Parent, why: str) -> None:
+    """The one line that says a malformed parent was left out of the views."""
+    line = f"ui: skipped parent run {parent.run_id}"
+    line += f" (study {shown(parent.study)})" if parent.study else ""
+    print(printable(f"{line}: {why}"), file=sys.stderr, flush=True)
+
+
+def shown(value: str, limit: int = 60) -> str:
+    """A value from the store, short enough for one line (printable masks it after)."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value):,})"
+
+
+def listed(params: dict[str, str], key: str) -> list[str]:
+    return [item for item in params.get(key, "").split(",") if item]
+
+
+def parent_swept(params: dict[str, str]) -> list[str]:
+    """The keys one parent sweeps (older parents: their `search.space.*`); ValueError names the
+    first one no config has."""
     prefix = "search.space."
-    keys = {k[len(prefix) :] for params in parents for k in params if k.startswith(prefix)}
-    return sorted(keys) if keys else list(DEFAULT_SWEPT)
+    keys = listed(params, SWEPT_PARAM) or [k[len(prefix) :] for k in params if k.startswith(prefix)]
+    if len(keys) > MAX_SWEPT:
+        raise ValueError(f"{SWEPT_PARAM} lists {len(keys):,} keys (at most {MAX_SWEPT})")
+    bad = next((k for k in keys if len(k) > MAX_KEY or not CONFIG_KEY.match(k)), None)
+    if bad is not None:
+        raise ValueError(f"{SWEPT_PARAM} holds {shown(bad)}, not a config key")
+    return keys
+
+
+def parent_objectives(params: dict[str, str]) -> list[tuple[str, str]]:
+    """One parent's (metric, direction) pairs; ValueError names what is malformed."""
+    from sweep.search import DIRECTIONS
+
+    names = listed(params, OBJECTIVES_PARAM)
+    bad = next((n for n in names if n not in known_metrics()), None)
+    if bad is not None:
+        raise ValueError(f"{OBJECTIVES_PARAM} holds {shown(bad)}, not a metric sweep logs")
+    if DIRECTIONS_PARAM not in params:  # a parent from before directions were logged
+        return [(n, "maximize" if n.endswith("accuracy") else "minimize") for n in names]
+    directions = listed(params, DIRECTIONS_PARAM)
+    if len(directions) != len(names) or not set(directions) <= set(DIRECTIONS):
+        raise ValueError(
+            f"{DIRECTIONS_PARAM}={shown(params[DIRECTIONS_PARAM])} does not give minimize or "
+            f"maximize for each of {len(names)} objective(s)"
+        )
+    return list(zip(names, directions, strict=True))
+
+
+def known_metrics() -> set[str]:
+    """Every final metric a run of any task logs: what search.objectives may name."""
+    from sweep.search import RUN_METRICS, TASK_METRICS
+
+    per_split = {m for metrics in TASK_METRICS.values() for m in metrics}
+    return {f"{s}_{m}" for s in ("val", "train", "test") for m in per_split} | set(RUN_METRICS)
+
+
+def swept_of(found: Sequence[Parent]) -> list[str]:
+    """The params the studies sweep: every key any trial may sample (a conditional space's
+    branch keys included), from the well-formed parents; the tutorial's when none says."""
+    new, old = set(), set()
+    for parent in found:
+        try:
+            keys = parent_swept(parent.params)
+        except ValueError as exc:
+            skipped(parent, str(exc))
+            continue
+        (new if SWEPT_PARAM in parent.params else old).update(keys)
+    return sorted(new or old) or list(DEFAULT_SWEPT)
+
+
+def objectives_of(found: Sequence[Parent]) -> list[tuple[str, str]]:
+    """The objective(s) as (metric, direction), first objective first: a study of several wins
+    (its views have the Pareto chart); with no well-formed parent, the tutorial's."""
+    out = []
+    for parent in found:
+        try:
+            pairs = parent_objectives(parent.params)
+        except ValueError as exc:
+            skipped(parent, str(exc))
+            continue
+        if pairs:
+            out.append(pairs)
+    return max(out, key=len, default=list(TUTORIAL))
+
+
+def swept_params(experiments: Experiments, experiment_id: str) -> list[str]:
+    """The params the experiment's studies sweep (see swept_of)."""
+    return swept_of(parents(experiments, experiment_id))
 
 
 def study_objectives(experiments: Experiments, experiment_id: str) -> list[tuple[str, str]]:
-    """The objective(s) of the experiment's studies as (metric, direction), first objective
-    first, from their parents' params: a study of several objectives wins (its views have the
-    Pareto chart); an experiment with no such parent is the tutorial's (val_mse, minimize)."""
-    parents = experiments.run_params(experiment_id, "tags.`sweep.kind` = 'sweep'")
-    found = []
-    for params in parents:
-        names = [n for n in params.get(OBJECTIVES_PARAM, "").split(",") if n]
-        directions = [d for d in params.get(DIRECTIONS_PARAM, "").split(",") if d]
-        if len(directions) != len(names):  # a parent from before directions were logged
-            directions = ["maximize" if n.endswith("accuracy") else "minimize" for n in names]
-        if names:
-            found.append(list(zip(names, directions, strict=True)))
-    return max(found, key=len, default=list(TUTORIAL))
+    """The objective(s) of the experiment's studies (see objectives_of)."""
+    return objectives_of(parents(experiments, experiment_id))
 
 
 def metric_columns(objectives: Sequence[tuple[str, str]]) -> list[str]:
@@ -174,20 +274,30 @@ def view_states(
     return {VIEW_NESTED: nested, best_view(first): best}
 
 
-def install_views(experiments: Experiments, experiment_id: str) -> None:
-    """Tag the experiment so the UI opens it as model training, with the two views available."""
+def install_views(experiments: Experiments, experiment_id: str) -> list[tuple[str, str]]:
+    """Tag the experiment so the UI opens it as model training, with the two views available;
+    returns the objectives they rank by. A view MLflow could not store is skipped, said."""
     if not experiments.tags(experiment_id).get(KIND_TAG):
         experiments.set_tag(experiment_id, KIND_TAG, "custom_model_development")
-    swept = swept_params(experiments, experiment_id)
-    states = view_states(swept, study_objectives(experiments, experiment_id))
-    for key, state in states.items():
-        experiments.set_tag(experiment_id, SHARE_TAG + key, json.dumps(state))
+    found = parents(experiments, experiment_id)
+    objectives = objectives_of(found)
+    for key, state in view_states(swept_of(found), objectives).items():
+        text = json.dumps(state)
+        if len(text) > MAX_VIEW_CHARS:
+            print(
+                f"ui: view {key!r} of experiment {experiment_id} not stored: {len(text):,} "
+                f"characters, MLflow keeps at most {MAX_VIEW_CHARS:,}",
+                file=sys.stderr,
+            )
+            continue
+        experiments.set_tag(experiment_id, SHARE_TAG + key, text)
+    return objectives
 
 
 def studies(experiments: Experiments, experiment_id: str) -> list[tuple[str, str]]:
     """(study name, parent run id) of each sweep in the experiment."""
-    parents = experiments.run_ids(experiment_id, "tags.`sweep.kind` = 'sweep'")
-    return sorted((tags.get("sweep.study_name", run_id), run_id) for run_id, tags in parents)
+    found = experiments.run_ids(experiment_id, PARENTS)
+    return sorted((tags.get("sweep.study_name", run_id), run_id) for run_id, tags in found)
 
 
 def curves_url(base: str, experiment_id: str, parent_run_id: str) -> str:
@@ -206,8 +316,7 @@ def addresses(experiments: Experiments, base: str) -> list[str]:
     for exp in experiments.with_runs():
         if not experiments.run_params(exp.id, OURS, max_results=1):
             continue  # another project's experiment on a shared server: not ours to tag
-        install_views(experiments, exp.id)
-        first = study_objectives(experiments, exp.id)[0][0]
+        first = install_views(experiments, exp.id)[0][0]
         lines += [
             printable(f"experiment {exp.name!r}:"),
             f"  runs (trials nested under their study)  {runs_url(base, exp.id, VIEW_NESTED)}",
@@ -215,7 +324,8 @@ def addresses(experiments: Experiments, base: str) -> list[str]:
             + f" {runs_url(base, exp.id, best_view(first))}",
         ]
         lines += [
-            printable(f"  learning curves of study {study!r}  ") + curves_url(base, exp.id, run)
+            printable(f"  learning curves of study {shown(study)}  ")
+            + curves_url(base, exp.id, run)
             for study, run in studies(experiments, exp.id)
         ]
     return lines or [f"no runs yet: open {base}/#/experiments after `make sweep`"]
@@ -240,6 +350,7 @@ def server_args(store: Store, host: str, port: int) -> list[str]:
 
 def main(store: Store, host: str = "127.0.0.1", port: int = 5000) -> int:
     """Serve the store until Ctrl-C; a tracking server URI is not served again, only linked."""
+    from sweep.processes import without_password
     from sweep.tracking import Experiments, check_port, local_url, serve
 
     if store.uri.startswith(("http:", "https:")):
@@ -247,6 +358,7 @@ def main(store: Store, host: str = "127.0.0.1", port: int = 5000) -> int:
         lines = addresses(Experiments(store.uri), shown)
         print("\n".join([f"MLflow server at {shown}", *lines]), flush=True)
         return 0
+    uri, secret = without_password(store.uri)  # the password in PGPASSWORD, not in `ps`
     check_port(host, port)
     base = local_url(host, port)
     lines = addresses(Experiments(store.uri), base)
@@ -255,4 +367,6 @@ def main(store: Store, host: str = "127.0.0.1", port: int = 5000) -> int:
         print(f"MLflow UI for {mask_url(store.uri)} at {base}  (Ctrl-C to stop)")
         print("\n".join(lines), flush=True)
 
-    return serve(server_args(store, host, port), base, on_ready=announce, timeout=STARTUP_SECONDS)
+    args = server_args(Store(uri, store.folder), host, port)
+    env = os.environ | secret
+    return serve(args, base, env=env, on_ready=announce, timeout=STARTUP_SECONDS)

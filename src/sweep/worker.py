@@ -22,7 +22,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from sweep import budget, interrupt
+from sweep import budget, console, interrupt
 from sweep.config import mask_text
 from sweep.errors import (
     EXIT_FAILED,
@@ -406,12 +406,9 @@ def _worker_process(
         run_worker(open_sweep(cfg, overrides), view)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
-    except SweepError as exc:
-        print(f"error: [w{index}] {first_line(exc)}", file=sys.stderr)
-        sys.exit(exc.exit_code)
     except Exception as exc:  # e.g. the storage stopping mid-open: one line, as worker 0 says it
-        print(f"error: [w{index}] {mask_text(first_line(exc))}", file=sys.stderr)
-        sys.exit(EXIT_FAILED)
+        console.error(f"[w{index}] {first_line(exc)}")  # its text may be the study's
+        sys.exit(exc.exit_code if isinstance(exc, SweepError) else EXIT_FAILED)
 
 
 def pin_worker(index: int, jobs: int) -> int | None:

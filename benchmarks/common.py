@@ -78,7 +78,7 @@ def compose_cfg(store: Path, *overrides: str) -> DictConfig:
     """The project's real config with every store under `store` (never the repo's mlruns/)."""
     from hydra import compose, initialize_config_dir
 
-    from sweep.config import prepare
+    from sweep.config.checks import prepare
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         raw = compose(config_name="config", overrides=[*store_overrides(store), *overrides])
@@ -96,7 +96,7 @@ def store_overrides(store: Path) -> list[str]:
 
 def open_bench_sweep(store: Path, *overrides: str) -> Any:
     """A real study (and its parent run) on `store`, opened as a worker opens it."""
-    from sweep.study import open_sweep
+    from sweep.study.study import open_sweep
 
     return open_sweep(compose_cfg(store, *overrides), ["bench"])
 

@@ -31,9 +31,9 @@ def time_digits(
     seed: int, data: Any, epochs: int, batch_size: int, loop: bool
 ) -> tuple[float, float]:
     """Seconds and validation accuracy of the tutorial's MLP (64 -> 10 logits) on digits."""
-    from sweep.backend import keras
-    from sweep.model import build_mlp
-    from sweep.training import reset_state, train
+    from sweep.train.backend import keras
+    from sweep.train.loop import reset_state, train
+    from sweep.train.model import build_mlp
 
     reset_state(seed)
     model = build_mlp(4, 20, "tanh", data.input_dim, data.output_dim)
@@ -55,8 +55,8 @@ def bench_digits(
     seeds: int, epochs: int, store: Path, overrides: Sequence[str] = ()
 ) -> dict[str, list[float]]:
     """Per seed, model.fit and our loop back to back on digits, order alternating."""
-    from sweep.data import dataset_for
-    from sweep.training import configure_tensorflow
+    from sweep.train.data import dataset_for
+    from sweep.train.loop import configure_tensorflow
 
     cfg = compose_cfg(store, *overrides, "data=digits")
     configure_tensorflow(cfg.trainer.threads, cfg.trainer.deterministic)

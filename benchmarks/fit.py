@@ -37,8 +37,8 @@ def timed_training(seed: int, fit: Callable[[Any], float]) -> tuple[float, float
 
     Only `fit` is timed: both contenders start from the same untrained model.
     """
-    from sweep.model import build_mlp
-    from sweep.training import reset_state
+    from sweep.train.loop import reset_state
+    from sweep.train.model import build_mlp
 
     reset_state(seed)
     model = build_mlp(4, 20, "tanh")
@@ -49,15 +49,15 @@ def timed_training(seed: int, fit: Callable[[Any], float]) -> tuple[float, float
 
 def time_fit(seed: int, data: Any, epochs: int, batch_size: int) -> tuple[float, float]:
     """The tutorial's compile + fit + evaluate: the reference our loop must beat."""
-    from sweep.training import fit_like_tutorial
+    from sweep.train.loop import fit_like_tutorial
 
     return timed_training(seed, lambda model: fit_like_tutorial(model, data, epochs, batch_size))
 
 
 def time_loop(seed: int, data: Any, epochs: int, batch_size: int, jit: bool) -> tuple[float, float]:
     """Our compiled loop, tracing and the optimizer's creation included, as a trial pays them."""
-    from sweep.backend import keras
-    from sweep.training import train
+    from sweep.train.backend import keras
+    from sweep.train.loop import train
 
     def fit(model: Any) -> float:
         opt = keras.optimizers.SGD(learning_rate=0.01)
@@ -70,8 +70,8 @@ def bench_fit(
     seeds: int, epochs: int, xla: bool, store: Path, overrides: Sequence[str] = ()
 ) -> dict[str, list[float]]:
     """Per seed, model.fit, our loop and our loop under XLA back to back, order rotating."""
-    from sweep.data import dataset_for
-    from sweep.training import configure_tensorflow
+    from sweep.train.data import dataset_for
+    from sweep.train.loop import configure_tensorflow
 
     cfg = compose_cfg(store, *overrides)
     configure_tensorflow(cfg.trainer.threads, cfg.trainer.deterministic)
@@ -94,7 +94,7 @@ def fit_section(r: dict[str, list[float]], epochs: int) -> Section:
     sec = Section(f"1. `model.fit` vs our compiled loop ({epochs} epochs, median of {n} seeds)")
     sec.rows += [
         Row("`model.fit` as the tutorial (compile, fit, evaluate)", f"{med['fit_s']:.2f} s"),
-        Row("our loop (`sweep.training.train`, tracing included)", f"{med['loop_s']:.2f} s"),
+        Row("our loop (`sweep.train.loop.train`, tracing included)", f"{med['loop_s']:.2f} s"),
         Row("speed-up", f"{speedup:.1f}x", f">= {TARGETS['speedup']:g}x",
             verdict(speedup >= TARGETS["speedup"])),
         Row("final training MSE: `model.fit` / our loop",

@@ -45,8 +45,8 @@ def memory_worker(
     store: str, trials: int, epochs: int, overrides: Sequence[str] = ()
 ) -> list[dict[str, float]]:
     """In a fresh process: a real study's trials one after another, memory after each."""
-    from sweep import worker
-    from sweep.progress import Lines
+    from sweep.study import worker
+    from sweep.study.progress import Lines
     from sweep.tracking import drain
 
     sweep = open_bench_sweep(

@@ -40,7 +40,7 @@ def search_values(store: Path, sampler: str, seed: int, trials: int, extra: Sequ
     of the default space with tracking=none, run by the in-process worker."""
     from optuna.trial import TrialState
 
-    from sweep.worker import run_worker
+    from sweep.study.worker import run_worker
 
     sweep = open_bench_sweep(
         store / f"{sampler}-{seed}",

@@ -90,8 +90,8 @@ def count_reads(study: Any) -> dict[str, float]:
 def soak_trial(sweep: Any, tally: dict[str, float]) -> dict[str, float] | None:
     """One trial as a worker runs it, measured: seconds to get it and to run it (artifacts
     written), the worker's CPU seconds, its reads of the study, memory; None once it is done."""
-    from sweep import worker
-    from sweep.progress import Silent
+    from sweep.study import worker
+    from sweep.study.progress import Silent
     from sweep.tracking import drain
 
     start, cpu, before = time.perf_counter(), time.process_time(), dict(tally)
@@ -116,7 +116,7 @@ def soak_worker(
 ) -> list[dict[str, float]]:
     """One soak worker in its own process, pinned and threaded as `search.jobs` runs it: its
     trials one after another, each measured (`soak_trial`)."""
-    from sweep.worker import pin_worker
+    from sweep.study.worker import pin_worker
 
     threads = pin_worker(index, SOAK_JOBS)
     extra = [f"trainer.threads={threads}"] if threads else []

@@ -33,18 +33,18 @@ from benchmarks.common import (
 WHAT = "trials with all tracking"
 # A tracked trial's phases, as (label, module, attribute); nested: inside the one before it.
 PHASES = (
-    ("ask", "sweep.worker", "next_trial"),
+    ("ask", "sweep.study.worker", "next_trial"),
     ("run start", "sweep.tracking.runs:Tracker", "start_run"),
-    ("model build", "sweep.pipeline", "build"),
+    ("model build", "sweep.run", "build"),
     ("params", "sweep.tracking.runs:Run", "log_params"),
-    ("training", "sweep.pipeline", "train"),
-    ("final metrics", "sweep.training", "final_metrics"),  # nested in training
-    ("predict_ms", "sweep.pipeline", "predict_ms"),
-    ("plots (main thread)", "sweep.pipeline", "log_plots"),
+    ("training", "sweep.run", "train"),
+    ("final metrics", "sweep.train.loop", "final_metrics"),  # nested in training
+    ("predict_ms", "sweep.run", "predict_ms"),
+    ("plots (main thread)", "sweep.run", "log_plots"),
     ("model logging", "sweep.tracking.runs:Run", "log_model"),
     ("waiting for background writes", "sweep.tracking.runs:Run", "written"),
     ("run end", "sweep.tracking.runs:Run", "end"),
-    ("tell", "sweep.worker", "tell"),
+    ("tell", "sweep.study.worker", "tell"),
 )
 NESTED = {"final metrics"}
 
@@ -145,8 +145,8 @@ def _train_seconds(reader: Any, run_id: str) -> float:
 
 def _timed_trials(sweep: Any, n: int) -> tuple[float, list[str]]:
     """Seconds for `n` trials until their artifacts are written, and their MLflow run ids."""
-    from sweep import worker
-    from sweep.study import RUN_ATTR
+    from sweep.study import worker
+    from sweep.study.study import RUN_ATTR
     from sweep.tracking import drain
 
     start, ids = time.perf_counter(), []
@@ -160,9 +160,9 @@ def _timed_trials(sweep: Any, n: int) -> tuple[float, list[str]]:
 
 def _bare_loop(cfg: DictConfig) -> float:
     """The same training with no hooks and no tracking: what the trial's hooks cost on top."""
-    from sweep.data import dataset_for
-    from sweep.objects import build
-    from sweep.training import reset_state, train
+    from sweep.core.objects import build
+    from sweep.train.data import dataset_for
+    from sweep.train.loop import reset_state, train
 
     reset_state(cfg.seed)
     data = dataset_for(cfg)
@@ -174,9 +174,9 @@ def _bare_loop(cfg: DictConfig) -> float:
 
 def _fit_seconds(cfg: DictConfig) -> float:
     """The tutorial's `model.fit` on the trial's model, data and epochs (the reference)."""
-    from sweep.data import dataset_for
-    from sweep.objects import build
-    from sweep.training import fit_like_tutorial, reset_state
+    from sweep.core.objects import build
+    from sweep.train.data import dataset_for
+    from sweep.train.loop import fit_like_tutorial, reset_state
 
     reset_state(cfg.seed)
     data = dataset_for(cfg)

@@ -2,7 +2,7 @@
 
 import sys
 
-from sweep.runner import main
+from sweep.cli.runner import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,7 @@
     champion.predict([0.5, 1.0])
 
 Every function composes `conf/` with Hydra's compose API and the given overrides (the same
-strings as on the command line), runs the checks of `sweep.config.prepare`, and raises
+strings as on the command line), runs the checks of `sweep.config.checks.prepare`, and raises
 `ConfigError` (bad input, nothing written) or `SweepError` (failed work) as the commands do.
 They print what the commands print: a notebook shows one line per trial.
 """
@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from sweep import console, interrupt
-from sweep.errors import ConfigError, DiskFull, SweepError
+from sweep.core import console, interrupt
+from sweep.core.errors import ConfigError, DiskFull, SweepError, hydra_message
 
 if TYPE_CHECKING:
     import numpy as np
     import optuna
     import pandas as pd
 
-    from sweep.training import TrainResult
+    from sweep.train.loop import TrainResult
 
 
 def compose(*overrides: str) -> DictConfig:
@@ -39,8 +39,7 @@ def compose(*overrides: str) -> DictConfig:
     from hydra import initialize_config_dir
 
     from sweep import CONF_DIR
-    from sweep.config import prepare
-    from sweep.runner import hydra_message
+    from sweep.config.checks import prepare
 
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
@@ -80,7 +79,7 @@ class Champion:
     tags: dict[str, str]
 
     def predict(self, xs: Sequence[float] | np.ndarray) -> np.ndarray:
-        from sweep.registry import predict
+        from sweep.study.registry import predict
 
         return predict(self.model, xs)
 
@@ -91,7 +90,7 @@ def baseline(*overrides: str, cfg: DictConfig | None = None) -> BaselineResult:
     `cfg` is for a caller that composed and checked it already (the runner); `overrides` are
     then only recorded with the run.
     """
-    from sweep.pipeline import execute
+    from sweep.run import execute
     from sweep.tracking import make_tracker, tracked_run
 
     cfg = compose(*overrides) if cfg is None else cfg
@@ -100,7 +99,7 @@ def baseline(*overrides: str, cfg: DictConfig | None = None) -> BaselineResult:
     hooks = [console.epoch_counter("baseline", cfg.trainer.epochs), interrupt.check]
     with tracked_run(tracker, "baseline", tags={"sweep.kind": "single"}) as run:
         result = execute(cfg, run, list(overrides), hooks)
-    console.say(console.result_line(result, cfg.data._target_ == "sweep.data.sine"))
+    console.say(console.result_line(result, cfg.data._target_ == "sweep.train.data.sine"))
     if run.run_id:
         console.say(f"run {run.run_id}  (rerun: make rerun RUN_ID={run.run_id})")
     return BaselineResult(run.run_id, result)
@@ -114,10 +113,10 @@ def sweep(
     A study stopped early (Ctrl-C, too many failures) says where it stands and raises; its
     owner also closes the parent run, while a joining worker (`owner=False`) leaves it open.
     """
-    from sweep.progress import is_live, open_view
-    from sweep.study import announce, open_sweep
-    from sweep.summary import stopped, summarize, summary_text
-    from sweep.worker import Helpers, run_workers
+    from sweep.study.progress import is_live, open_view
+    from sweep.study.study import announce, open_sweep
+    from sweep.study.summary import stopped, summarize, summary_text
+    from sweep.study.worker import Helpers, run_workers
 
     cfg = compose(*overrides) if cfg is None else cfg
     # More workers than trials would only pay start-up: never slower than one worker.
@@ -133,14 +132,18 @@ def sweep(
             full = isinstance(exc, DiskFull)  # no summary files then: they would not fit either
             console.say(stopped(opened, why, close_parent=owner, record=not full))
             raise
+    from sweep.replay.robust import robust_champion
+    from sweep.study.summary import conclude
+
     summary = summarize(opened)
+    summary = conclude(opened, summary, champion=robust_champion(opened, summary))
     console.say(summary_text(summary))
     return SweepResult(opened.study, opened.parent_run_id, summary)
 
 
 def load_study(*overrides: str) -> optuna.Study:
     """The study named by `search.study_name` in `search.storage`; it must exist."""
-    from sweep.study import load_existing
+    from sweep.study.study import load_existing
 
     cfg = compose(*overrides)
     return load_existing(cfg.search.storage, cfg.search.study_name)
@@ -150,7 +153,7 @@ def trials(study: optuna.Study) -> pd.DataFrame:
     """One row per trial, indexed by its number: state, objective value(s), params, run id."""
     import pandas as pd
 
-    from sweep.study import RUN_ATTR
+    from sweep.study.study import RUN_ATTR
 
     names = study.metric_names or ["value"]
     rows = []
@@ -173,7 +176,7 @@ def trials(study: optuna.Study) -> pd.DataFrame:
 
 def load_champion(*overrides: str, alias: str = "champion") -> Champion:
     """The model registered as `tracking.registered_model` (the study's name) under `alias`."""
-    from sweep.config import existing_store
+    from sweep.config.stores import existing_store
     from sweep.tracking import MlflowException, load_alias
 
     cfg = compose(*overrides)

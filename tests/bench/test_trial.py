@@ -22,7 +22,7 @@ def test_trial_part_times_trials_with_and_without_tracking(tmp_path: Path):
     # every phase was timed in the tracked trials, and the functions are themselves again after
     assert {label for label, _, _ in trial.PHASES} <= set(r["phases"])
     assert 0 < r["phases"]["final metrics"] < r["phases"]["training"] < r["wall"]
-    from sweep import worker
+    from sweep.study import worker
 
     assert worker.next_trial.__qualname__ == "next_trial"  # not phase_clock's wrapper
     by_phase = rows["a tracked trial by phase, mean ms"].value

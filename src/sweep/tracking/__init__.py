@@ -1,12 +1,15 @@
 """The MLflow adapter: the only package in sweep that imports mlflow.
 
-Runs and their lifecycle (`runs`), experiments' tags for the UI (`experiments`), the launcher
-of `mlflow server` (`server`), and everything else that talks to MLflow, go through here, so
-training, the study and the commands never see MLflow's API, and `tracking=none` needs none of it.
+Runs and their lifecycle (`runs`), what past runs logged (`history`), Keras models in the
+registry (`models`), experiments' tags for the UI (`experiments`) and the `mlflow server` command
+(`mlflow_server`) live here, so training, the study and the commands never see MLflow's API.
+With `tracking=none` a worker still imports this package (its run context is a `NullRun`), but
+nothing is written to any store.
 """
 
 from sweep.tracking.experiments import Experiment, Experiments
 from sweep.tracking.history import Reader
+from sweep.tracking.mlflow_server import default_allowed_hosts, serve
 from sweep.tracking.models import alias_tags, load_alias, load_run_model, logged_model_id, register
 from sweep.tracking.runs import (
     MlflowClient,
@@ -18,19 +21,10 @@ from sweep.tracking.runs import (
     TrackingUnavailable,
     check_reachable,
     drain,
-    enable_wal,
     make_tracker,
     tracked_run,
     warm_up,
     write_in_background,
-)
-from sweep.tracking.server import (
-    check_port,
-    default_allowed_hosts,
-    local_url,
-    serve,
-    stop,
-    wait_healthy,
 )
 
 __all__ = [
@@ -45,21 +39,16 @@ __all__ = [
     "Tracker",
     "TrackingUnavailable",
     "alias_tags",
-    "check_port",
     "check_reachable",
     "default_allowed_hosts",
     "drain",
-    "enable_wal",
     "load_alias",
     "load_run_model",
-    "local_url",
     "logged_model_id",
     "make_tracker",
     "register",
     "serve",
-    "stop",
     "tracked_run",
-    "wait_healthy",
     "warm_up",
     "write_in_background",
 ]

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from sweep.config import mask_url
-from sweep.errors import ConfigError, first_line
+from sweep.core.errors import ConfigError, first_line
+from sweep.core.secrets import mask_url
 from sweep.tracking.runs import MlflowClient, MlflowException, Run
 
 Series = dict[int, float]

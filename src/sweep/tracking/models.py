@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from sweep.errors import ConfigError
+from sweep.core.errors import ConfigError
 from sweep.tracking.runs import MlflowClient, MlflowException
 
 # What a downloaded model may take. Keras stores a .keras file's members uncompressed (ratio 1),
@@ -170,7 +170,7 @@ def load_keras(uri: str, model_uri: str, location: str) -> Any:
     `location` is where its files are (an artifact URI read from this store's registry or its
     logged models), so no process-wide registry URI decides which store it comes from.
     """
-    import sweep.backend  # noqa: F401 - TensorFlow quietly, before Keras loads
+    import sweep.train.backend  # noqa: F401 - TensorFlow quietly, before Keras loads
 
     # isort: split
     import keras

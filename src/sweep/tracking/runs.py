@@ -1,7 +1,7 @@
-"""The only module that imports mlflow: stores, runs, batched metrics, artifacts, models.
+"""Stores, runs, batched metrics and artifacts: the lifecycle of an MLflow run.
 
-Training knows nothing of MLflow; pipeline.py hands it a `Run` (or a `NullRun` when
-`tracking=none`), and study.py uses `Tracker` for the sweep's parent run.
+Training knows nothing of MLflow; `sweep.run` hands it a `Run` (or a `NullRun` when
+`tracking=none`), and the study uses `Tracker` for the sweep's parent run.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sqlite3
 import sys
 import tempfile
 import time
@@ -38,15 +37,15 @@ logging.getLogger("alembic").setLevel(logging.WARNING)
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
-import sqlalchemy  # noqa: E402
 import yaml  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # noqa: E402
 
-from sweep.config import mask_data, mask_text, mask_url, sqlite_path  # noqa: E402
-from sweep.errors import ConfigError, SweepError, first_line, no_space, reason  # noqa: E402
+from sweep.core.errors import ConfigError, SweepError, first_line, no_space, reason  # noqa: E402
+from sweep.core.secrets import mask_data, mask_text, mask_url  # noqa: E402
+from sweep.core.sqlite import enable_wal  # noqa: E402
 
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
@@ -98,26 +97,6 @@ def str_tags(tags: dict | None) -> dict[str, str]:
     return {k: mask_text(v) for k, v in (tags or {}).items()}
 
 
-def enable_wal(url: str) -> None:
-    """Put a SQLite store in WAL mode once, so concurrent workers' writers don't block readers."""
-    if url.startswith("sqlite:"):
-        path = sqlite_path(url)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with sqlite3.connect(path, timeout=60) as con:
-            con.execute("PRAGMA journal_mode=WAL")
-
-
-def _fast_sqlite_commits(dbapi_connection: Any, _record: Any) -> None:
-    """WAL with synchronous=NORMAL: a commit stops waiting for fsync (~5 ms each here, and a trial
-    makes dozens: Optuna's per-epoch reports, MLflow's run writes). The database stays
-    consistent; only an OS crash or power cut can drop the last commits."""
-    if isinstance(dbapi_connection, sqlite3.Connection):
-        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
-
-
-# Every SQLAlchemy engine of this process (MLflow's store, Optuna's storage) gets it on connect.
-sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", _fast_sqlite_commits)
-
 _writer: ThreadPoolExecutor | None = None
 
 
@@ -138,7 +117,7 @@ def write_in_background(on: bool = True, drop: bool = False) -> None:
 
 def warm_up() -> None:
     """Import what logging a model needs (~0.3 s) while a worker starts, not in its first trial."""
-    import sweep.backend  # noqa: F401 - TensorFlow quietly, before mlflow.keras imports it
+    import sweep.train.backend  # noqa: F401 - TensorFlow quietly, before mlflow.keras imports it
 
     # isort: split
     import mlflow.keras  # noqa: F401

@@ -1,0 +1,1 @@
+"""A past run trained again from its record alone: `rerun` and `robust`."""

@@ -1,0 +1,1 @@
+"""What serves or shows a store: the report, `ui`, `server` and `dashboard`."""

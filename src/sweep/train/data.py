@@ -1,0 +1,296 @@
+"""Train/validation/test arrays for every problem the config can name. numpy only: no Keras.
+
+Each data set is a function returning a `Dataset`, named in conf/data/*.yaml by `_target_`:
+`sine` (the tutorial), `from_csv` (a file of the user's), `diabetes` and `digits` (shipped inside
+scikit-learn's wheel: nothing is downloaded). A user's own function (trusted by
+`trusted_modules`) may return a `Dataset` (see `from_arrays`) or a plain `(x, y)` pair.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sweep.core.errors import ConfigError
+
+TASKS = ("regression", "classification")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Inputs as float32 [n, features]; targets float32 [n, outputs], or int32 labels [n]."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def digest(self) -> str:
+        """Content hash, recorded with each run so a rerun can prove it saw the same data."""
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.x).tobytes())
+        h.update(np.ascontiguousarray(self.y).tobytes())
+        return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Three splits and what the model, loss and plots need to know about them."""
+
+    train: Split
+    val: Split
+    test: Split
+    task: str = "regression"
+    n_classes: int = 0
+    # Where the arrays came from, for the replay record (e.g. a CSV's path and file digest).
+    source: dict[str, Any] = field(default_factory=dict)
+    # Standardisation fitted on the training split: {"x_mean": [...], "x_std": [...], ...}.
+    scaling: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.train.x.shape[1])
+
+    @property
+    def output_dim(self) -> int:
+        """Units of the model's last layer: one logit per class, or one per regression target."""
+        return self.n_classes if self.task == "classification" else int(self.train.y.shape[1])
+
+
+# --------------------------------------------------------------------------- the tutorial
+
+
+def sine(x_min: float, x_max: float, step: float, n_val: int, n_test: int, seed: int) -> Dataset:
+    """The tutorial's grid for training; seeded uniform draws from the same interval to evaluate."""
+    x = np.arange(x_min, x_max, step).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    x_val = rng.uniform(x_min, x_max, n_val).astype(np.float32)
+    x_test = rng.uniform(x_min, x_max, n_test).astype(np.float32)
+    return Dataset(train=_sine_split(x), val=_sine_split(x_val), test=_sine_split(x_test))
+
+
+make_dataset = sine  # the name tests and the benchmark have always used
+
+
+def _sine_split(x: np.ndarray) -> Split:
+    x = x.reshape(-1, 1)
+    return Split(x=x, y=np.sin(x).astype(np.float32))
+
+
+# --------------------------------------------------------------------------- arrays -> Dataset
+
+
+def from_arrays(
+    x: np.ndarray,
+    y: np.ndarray,
+    task: str = "regression",
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    standardize: bool = True,
+    source: dict[str, Any] | None = None,
+) -> Dataset:
+    """A seeded shuffle split of (x, y); standardisation is fitted on the training split only."""
+    if task not in TASKS:
+        raise ConfigError(f"task={task!r} is not one of: {', '.join(TASKS)}")
+    x, y = _as_inputs(x), _as_targets(y, task)
+    n = len(x)
+    if len(y) != n:
+        raise ConfigError(f"{n} inputs but {len(y)} targets")
+    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1) or n - n_val - n_test < 1 or not n_val:
+        raise ConfigError(
+            f"val_fraction={val_fraction} and test_fraction={test_fraction} leave no "
+            f"training or validation rows out of {n}"
+        )
+    perm = np.random.default_rng(seed).permutation(n)
+    parts = np.split(perm, [n - n_val - n_test, n - n_test])
+    splits = [Split(x[p], y[p]) for p in parts]
+    scaling: dict[str, list[float]] = {}
+    if standardize:
+        splits, scaling = _standardized(splits, task)
+    n_classes = int(y.max()) + 1 if task == "classification" else 0
+    return Dataset(*splits, task=task, n_classes=n_classes, source=source or {}, scaling=scaling)
+
+
+def _as_inputs(x: Any) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x.reshape(len(x), -1)
+
+
+def _as_targets(y: Any, task: str) -> np.ndarray:
+    """Float32 [n, outputs] for regression; int32 class labels 0..k-1 for classification."""
+    y = np.asarray(y)
+    if task == "regression":
+        y = y.astype(np.float32)
+        return y.reshape(len(y), -1)
+    labels = y.reshape(-1)
+    if labels.size != len(y) or not np.all(np.equal(np.mod(labels, 1), 0)) or labels.min() < 0:
+        raise ConfigError("classification targets must be one column of labels 0, 1, 2, ...")
+    return labels.astype(np.int32)
+
+
+def _standardized(splits: list[Split], task: str) -> tuple[list[Split], dict[str, list[float]]]:
+    """Inputs (and regression targets) scaled by the training split's mean and std."""
+    train = splits[0]
+    x_mean, x_std = train.x.mean(axis=0), _std(train.x)
+    scaling = {"x_mean": x_mean.tolist(), "x_std": x_std.tolist()}
+    y_mean = y_std = None
+    if task == "regression":
+        y_mean, y_std = train.y.mean(axis=0), _std(train.y)
+        scaling |= {"y_mean": y_mean.tolist(), "y_std": y_std.tolist()}
+    out = []
+    for s in splits:
+        x = ((s.x - x_mean) / x_std).astype(np.float32)
+        y = s.y if y_mean is None else ((s.y - y_mean) / y_std).astype(np.float32)
+        out.append(Split(x, y))
+    return out, scaling
+
+
+def _std(a: np.ndarray) -> np.ndarray:
+    std = a.std(axis=0)
+    return np.where(std > 0, std, 1.0).astype(np.float32)  # a constant column stays as it is
+
+
+# --------------------------------------------------------------------------- a user's CSV
+
+
+def from_csv(
+    path: str,
+    features: list[str] | None,
+    targets: list[str] | str,
+    task: str = "regression",
+    **split: Any,
+) -> Dataset:
+    """A CSV file with a header row; `features: null` means every column that is not a target."""
+    file, header, rows, features, targets = csv_layout(path, features, targets, "path")
+    missing = [c for c in [*features, *targets] if c not in header]
+    if missing:
+        raise ConfigError(
+            f"{file.name} has no column {missing[0]!r}; its columns: {', '.join(header)}"
+        )
+    x = csv_columns(file, header, rows, features)
+    y = csv_columns(file, header, rows, targets)
+    source = {"file": str(file.resolve()), "file_sha256": file_digest(file)}
+    return from_arrays(x, y, task, source=source, **split)
+
+
+def csv_layout(
+    path: str, features: list[str] | None, targets: list[str] | str | None, key: str
+) -> tuple[Path, list[str], list[list[str]], list[str], list[str]]:
+    """A CSV's file, header, rows, and its feature and target column names (features default to
+    every column that is not a target); one line when the file is missing."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"{key}={path!r}: no such file")
+    header, rows = read_csv_table(file)
+    targets = [targets] if isinstance(targets, str) else list(targets or [])
+    features = list(features) if features else [c for c in header if c not in targets]
+    return file, header, rows, features, targets
+
+
+def read_csv_table(file: Path) -> tuple[list[str], list[list[str]]]:
+    import csv
+
+    with file.open(newline="") as handle:
+        reader = csv.reader(handle)
+        header = [h.strip() for h in next(reader, [])]
+        rows = [r for r in reader if r]
+    if not header or not rows:
+        raise ConfigError(f"{file.name} needs a header row and at least one data row")
+    return header, rows
+
+
+def csv_columns(
+    file: Path, header: list[str], rows: list[list[str]], names: list[str]
+) -> np.ndarray:
+    """The named columns as float32; the first cell that is not a number is the error."""
+    index = [header.index(n) for n in names]
+    out = np.empty((len(rows), len(index)), dtype=np.float32)
+    for r, row in enumerate(rows):
+        for c, i in enumerate(index):
+            try:
+                out[r, c] = float(row[i])
+            except (ValueError, IndexError):
+                cell = row[i] if i < len(row) else ""
+                raise ConfigError(
+                    f"{file.name} line {r + 2}, column {names[c]!r}: {cell!r} is not a number"
+                ) from None
+    return out
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes: a rerun can tell the CSV it trained on changed since."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- scikit-learn's own
+
+
+def diabetes(**split: Any) -> Dataset:
+    """442 patients x 10 features -> disease progression after one year (regression)."""
+    return _bundled("load_diabetes", "regression", **split)
+
+
+def digits(**split: Any) -> Dataset:
+    """1,797 8x8 images of handwritten digits, 64 pixels -> one of 10 classes."""
+    return _bundled("load_digits", "classification", **split)
+
+
+def _bundled(loader: str, task: str, **split: Any) -> Dataset:
+    """A data set that ships inside scikit-learn's wheel (nothing is downloaded), split."""
+    import sklearn.datasets
+
+    x, y = getattr(sklearn.datasets, loader)(return_X_y=True)
+    return from_arrays(x, y, task, **split)
+
+
+# --------------------------------------------------------------------------- any of the above
+
+
+def dataset_for(cfg: Any) -> Dataset:
+    """The configured data set: `_target_` built behind the allowlist, `task` checked against it.
+
+    `data.task` belongs to the config (it picks the loss and the objective before any data is
+    read); it is passed on only to a function that takes a `task` argument, like `from_csv`.
+    `data.name` names the study and the experiment, and is never passed on.
+    """
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from sweep.core.objects import build, check_target, trusted_prefixes
+
+    trusted = trusted_prefixes(cfg)
+    spec = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
+    task = spec.pop("task", "regression")
+    spec.pop("name", None)
+    kwargs = {}
+    with contextlib.suppress(Exception):  # a target that cannot be found fails in build
+        function = _located(check_target("data._target_", spec.get("_target_"), trusted))
+        if "task" in inspect.signature(function).parameters:
+            kwargs["task"] = task
+    return as_dataset(build(spec, "data", trusted, **kwargs), task)
+
+
+def _located(target: str) -> Any:
+    from hydra.utils import get_method
+
+    return get_method(target)
+
+
+def as_dataset(made: Any, task: str) -> Dataset:
+    """What a data function returned, as a Dataset: its own, or an (x, y) pair split with seed 0."""
+    if isinstance(made, Dataset):
+        if made.task != task:
+            raise ConfigError(f"data.task={task!r}, but the data set is a {made.task} problem")
+        return made
+    if isinstance(made, tuple | list) and len(made) == 2:
+        return from_arrays(made[0], made[1], task)
+    raise ConfigError(
+        f"data: the function returned {type(made).__name__}; expected a sweep.train.data.Dataset "
+        "or an (x, y) pair of arrays"
+    )

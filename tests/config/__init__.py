@@ -1,0 +1,1 @@
+"""Unit tests of sweep.config: checks, the search space, fuzzed input."""

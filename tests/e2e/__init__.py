@@ -1,0 +1,1 @@
+"""End to end, as a user runs it: real services, real faults, a real browser."""

@@ -1,0 +1,1 @@
+"""Tests of sweep.replay: rerun and robust."""

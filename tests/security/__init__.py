@@ -1,0 +1,1 @@
+"""The attacker's tests (docs/security.md names each)."""

@@ -1,0 +1,1 @@
+"""Tests of sweep.serve: report, ui, server, dashboard."""

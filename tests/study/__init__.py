@@ -1,0 +1,1 @@
+"""Tests of sweep.study: workers, pruning, budgets, samplers, the registry."""

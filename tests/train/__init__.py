@@ -1,0 +1,1 @@
+"""Unit tests of sweep.train: data, the loop, plots."""

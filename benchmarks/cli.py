@@ -20,7 +20,9 @@ from types import ModuleType
 import benchmarks
 from benchmarks.common import ROOT, Section, load, render, say
 
-PARTS = ("fit", "trial", "workers", "memory", "digits", "search", "soak")  # the table's order
+PARTS = ("startup", "fit", "trial", "workers", "memory", "digits", "search", "soak", "peers")
+# Run only when named in --only: they install other tools or take many minutes.
+OPT_IN = ("peers",)
 
 
 def part(name: str) -> ModuleType:
@@ -33,7 +35,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python benchmarks/bench.py", description=benchmarks.__doc__.split("\n")[0]
     )
-    p.add_argument("--only", default=",".join(PARTS), help=f"comma list of: {','.join(PARTS)}")
+    default = ",".join(n for n in PARTS if n not in OPT_IN)
+    p.add_argument(
+        "--only", default=default,
+        help=f"comma list of: {','.join(PARTS)} (default: all but {','.join(OPT_IN)})",
+    )  # fmt: skip
     for name in PARTS:  # each part's own sizes, in table order
         if add_arguments := getattr(part(name), "add_arguments", None):
             add_arguments(p)

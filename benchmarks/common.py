@@ -28,6 +28,7 @@ TARGETS = {
     "overhead": 0.30,  # tracking and artifacts, as a share of training
     "scaling": 1.7,  # trials per minute over the trials' span, 2 workers against 1
     "growth_mb": 50.0,
+    "peers": 12.0,  # a peer's wall time for the same study against `make sweep`'s (issue 26)
 }
 # search.jobs=2 against search.jobs=1, end to end from the shell, by study size (issue 15);
 # a size not listed must simply not be slower.

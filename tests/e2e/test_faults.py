@@ -54,6 +54,7 @@ def _start(store: Path, *args: str, env: dict[str, str]) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # stop() then ends its whole group; no signal of ours reaches it
     )
 
 

@@ -8,12 +8,14 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
+from sweep.core.processes import stop
 from tests.conftest import ROOT, clean_env, run_cli
 
 # Beats every second, but a live trial must survive a loaded 2-core machine: SQLite's now() has
@@ -35,18 +37,34 @@ def _runs(store: Path) -> list:
     return client.search_runs([exp.experiment_id], max_results=1000) if exp else []
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _none_left_running() -> Iterator[None]:
+    """Whatever a test's outcome, what it started is gone before the next test: a sweep left
+    training after a failed wait would starve (and time out) every test after it."""
+    yield
+    while _STARTED:
+        stop(_STARTED.pop(), grace=10)
+
+
 def _popen(
     store: Path, *args: str, command: str = "sweep", merge: bool = False
 ) -> subprocess.Popen:
-    """`python -m sweep <command> <args>` started in the background, as a user's shell would."""
-    return subprocess.Popen(
+    """`python -m sweep <command> <args>` started in the background, as a user's shell would,
+    in a session of its own so that no signal meant for it reaches pytest or the reverse."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "sweep", command, *args, f"paths.store={store}"],
         cwd=ROOT,
         env=clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT if merge else subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
+    _STARTED.append(proc)
+    return proc
 
 
 def _wait_for_running_trial(store: Path, after: int, timeout: float = 180) -> int:

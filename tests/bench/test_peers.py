@@ -1,11 +1,10 @@
-"""The peers part: its table, and a peer's study run for real in a virtualenv the bench makes."""
+"""The peers part: its table, and a peer pip cannot install (the peers themselves need PyPI:
+`make bench ARGS="--only peers"` runs them, docs/benchmarks.md keeps the table)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-
-import pytest
 
 from benchmarks import peers
 
@@ -38,19 +37,3 @@ def test_a_peer_that_cannot_be_installed_is_a_reason_not_a_crash(tmp_path: Path)
         "not run: pip install sweep-no-such-package"
     )
     assert not (tmp_path / "venv" / ".installed").exists()
-
-
-@pytest.mark.slow
-def test_the_keras_tuner_study_runs_in_its_own_virtualenv_and_logs_each_trial(tmp_path: Path):
-    from mlflow import MlflowClient
-
-    python = peers.peer_python(tmp_path / "venv", peers.PEERS["KerasTuner"][1])
-    assert not isinstance(python, str), python
-    data = peers.write_data(tmp_path / "sine.npz", [])
-    seconds, values = peers.peer(python, "kerastuner_study.py", data, tmp_path / "kt", 2, 2)
-    assert len(values) == 2 and all(math.isfinite(v) for v in values) and seconds > 0
-    client = MlflowClient(f"sqlite:///{tmp_path}/kt/mlflow.db")
-    exp = client.get_experiment_by_name("peer-keras-tuner")
-    runs = client.search_runs([exp.experiment_id])
-    assert len(runs) == 2
-    assert len(client.get_metric_history(runs[0].info.run_id, "val_mse")) == 2

@@ -12,7 +12,7 @@ STUDY  ?=
 q = '$(subst ','\'',$(1))'
 
 .DEFAULT_GOAL := help
-.PHONY: help install baseline sweep worker server ui dashboard report predict rerun robust test test-fast lint format bench clean
+.PHONY: help install baseline sweep worker launch server ui dashboard report predict rerun robust test test-fast lint format bench clean
 
 help: ## Show every target, one line each
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ sweep: $(STAMP) ## Run or resume the Optuna study (30 trials by default); JOBS=N
 
 worker: $(STAMP) ## Join the study on a shared storage and run trials until it reaches search.n_trials
 	@$(PY) -m sweep worker $(ARGS)
+
+launch: $(STAMP) ## Workers as Ray tasks (pip install -e '.[ray]'): ADDRESS=auto|host:port WORKERS=N, one trial each at a time
+	@$(PY) -m sweep launch --engine ray --address $(call q,$(or $(ADDRESS),auto)) --workers $(call q,$(or $(WORKERS),2)) $(ARGS)
 
 server: $(STAMP) ## MLflow tracking server for many workers: PostgreSQL store (SWEEP_TRACKING_DB), artifacts proxied, 127.0.0.1 (PORT=5000)
 	@$(PY) -m sweep server --port $(call q,$(PORT)) $(ARGS)
@@ -55,11 +58,11 @@ rerun: $(STAMP) ## Train run RUN_ID again from its MLflow record alone; compare 
 robust: $(STAMP) ## Rerun a study's TOP best trials with SEEDS new seeds each (STUDY=sine-mlp TOP=5 SEEDS=5)
 	@$(PY) -m sweep robust $(call q,$(or $(STUDY),sine-mlp)) --top $(call q,$(or $(TOP),5)) --seeds $(call q,$(or $(SEEDS),5)) $(ARGS)
 
-test: $(STAMP) ## The whole test suite (what CI runs)
-	$(PY) -m pytest
+test: $(STAMP) ## The whole test suite (what CI runs), on TEST_WORKERS processes (2)
+	$(PY) -m pytest -n $(call q,$(or $(TEST_WORKERS),2))
 
 test-fast: $(STAMP) ## The tests not marked slow, for quick iteration
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -n $(call q,$(or $(TEST_WORKERS),2)) -m "not slow"
 
 bench: $(STAMP) ## Measure speed and search quality (fit vs loop, trial overhead, workers, memory, digits, samplers); ARGS="--only fit --seeds 2"
 	@$(PY) -m benchmarks $(ARGS)

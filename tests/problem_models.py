@@ -42,3 +42,22 @@ def plane(n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A user's data function returning plain arrays: y = 2 a - b."""
     x = np.random.default_rng(seed).normal(size=(n, 2))
     return x, 2 * x[:, :1] - x[:, 1:]
+
+
+def fit_with_keras(model, data, optimizer, loss, epochs, batch_size, report, extra_callbacks=0):  # noqa: ANN001, ANN201
+    """A user's own training step: Keras's fit with the project's callback (and one of its own)."""
+    import keras
+
+    model.compile(optimizer=optimizer, loss=loss)
+    callbacks = [report, *[keras.callbacks.TerminateOnNaN() for _ in range(extra_callbacks)]]
+    model.fit(data.train.x, data.train.y, batch_size, epochs, verbose=0, callbacks=callbacks)
+    return model
+
+
+def own_loop(model, data, optimizer, report, epochs: int):  # noqa: ANN001, ANN201
+    """A user's loop without fit: one full-batch step per epoch, reported by calling report."""
+    for epoch in range(1, epochs + 1):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(data.train.x, training=True) - data.train.y))
+        optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+        report(epoch, float(loss))

@@ -26,6 +26,7 @@ LAYERS = (
     ("replay",),  # rerun and robust, from a run's record
     ("serve",),  # report, ui, server, dashboard
     ("api",),  # the Python API
+    ("launch",),  # engines (Ray) that run the API's worker as their tasks; the CLI starts them
     ("cli", "__main__"),  # the command line over the API
 )
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep.config.checks import flatten, loss_name
 from sweep.core import console
-from sweep.core.objects import build, trusted_prefixes
+from sweep.core.objects import build, resolve, trusted_prefixes
 from sweep.tracking import Run
 from sweep.train import plots, provenance
 from sweep.train.data import Dataset, dataset_for
@@ -27,9 +27,13 @@ from sweep.train.loop import (
     EpochLog,
     TrainResult,
     configure_tensorflow,
+    device,
     reset_state,
+    set_precision,
     train,
 )
+from sweep.train.model import check_input_shape, shape_kwargs
+from sweep.train.trainer import train_with
 
 REPLAY_VERSION = 1
 _fallbacks_said: set[str] = set()
@@ -56,6 +60,7 @@ def replay_record(cfg: DictConfig, data: Dataset, overrides: Sequence[str]) -> d
         },
         # What names the data and the model: a CSV's file digest tells a rerun it changed since.
         "data": {"target": cfg.data._target_, "task": data.task, **data.source},
+        "shapes": {"input": list(data.input_shape), "output": data.output_dim},
         "model_builder": cfg.model._target_,
         "runtime": runtime_state(),
         "command": shlex.join(["python", *sys.orig_argv[1:]]),
@@ -75,7 +80,16 @@ def runtime_state() -> dict[str, Any]:
         "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
         "cpu": cpu,
         "cpus": len(os.sched_getaffinity(0)),
+        "device": device(),
+        "precision": keras_policy(),
     }
+
+
+def keras_policy() -> str:
+    """The dtype policy the run's model was built under (float32 unless trainer.precision)."""
+    from sweep.train.backend import keras
+
+    return keras.config.dtype_policy().name
 
 
 def _cpuinfo() -> list[str]:
@@ -99,6 +113,7 @@ def log_record(
         "git_commit": record["git"]["commit"],
         "git_dirty": record["git"]["dirty"],
         "deterministic": str(record["deterministic"]).lower(),
+        "device": record["runtime"]["device"],
     }
     run.log_params({**flatten(cfg), **(extra_params or {})}, tags=tags)
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -130,21 +145,11 @@ def execute(
     configure_tensorflow(cfg.trainer.threads, cfg.trainer.deterministic)
     data = dataset_for(cfg)
     reset_state(cfg.seed)
-    shapes = {"input_dim": data.input_dim, "output_dim": data.output_dim}
-    model = build(cfg.model, "model", trusted_prefixes(cfg), **shapes)
+    set_precision(OmegaConf.select(cfg, "trainer.precision", default="float32"))
+    model = build_model(cfg, data)
     optimizer = build(cfg.optimizer, "optimizer")
     log_record(run, cfg, data, overrides, {"n_params": model.count_params()})
-    result = train(
-        model,
-        optimizer,
-        data,
-        epochs=cfg.trainer.epochs,
-        batch_size=cfg.trainer.batch_size,
-        seed=cfg.seed,
-        jit_compile=cfg.trainer.jit_compile,
-        hooks=[metric_hook(run), *hooks],
-        loss=loss_name(cfg),
-    )
+    result = fit(cfg, model, optimizer, data, [metric_hook(run), *hooks])
     if result.fallback and model.name not in _fallbacks_said:
         _fallbacks_said.add(model.name)
         console.say(
@@ -153,6 +158,46 @@ def execute(
         )
     log_result(run, cfg, model, data, result)
     return result
+
+
+# The trainer keys the project reads; any other key of `trainer` goes to a function of yours.
+TRAINER_KEYS = (
+    "_target_",
+    "epochs",
+    "batch_size",
+    "loss",
+    "deterministic",
+    "jit_compile",
+    "threads",
+    "precision",
+)
+
+
+def fit(
+    cfg: DictConfig, model: Any, optimizer: Any, data: Dataset, hooks: Sequence[EpochHook]
+) -> TrainResult:
+    """Train with the compiled loop, or with the function `trainer._target_` names."""
+    plan = {"epochs": cfg.trainer.epochs, "batch_size": cfg.trainer.batch_size, "seed": cfg.seed}
+    target = OmegaConf.select(cfg, "trainer._target_")
+    if target is None:
+        return train(
+            model, optimizer, data, **plan, jit_compile=cfg.trainer.jit_compile, hooks=hooks,
+            loss=loss_name(cfg),
+        )  # fmt: skip
+    function = resolve("trainer._target_", target, trusted_prefixes(cfg))
+    own = OmegaConf.to_container(cfg.trainer, resolve=True)
+    options = {k: v for k, v in own.items() if k not in TRAINER_KEYS}
+    offered = {**plan, "optimizer": optimizer}
+    return train_with(function, model, data, offered, options, hooks, loss_name(cfg))
+
+
+def build_model(cfg: DictConfig, data: Dataset) -> Any:
+    """The configured model for this data, refused in one line when its input does not fit."""
+    trusted = trusted_prefixes(cfg)
+    builder = resolve("model._target_", cfg.model._target_, trusted)
+    model = build(cfg.model, "model", trusted, **shape_kwargs(builder, data))
+    check_input_shape(model, data.input_shape, cfg.data.name)
+    return model
 
 
 def log_result(run: Run, cfg: DictConfig, model: Any, data: Dataset, result: TrainResult) -> None:

@@ -31,6 +31,7 @@ def test_compose_gives_the_checked_config_of_the_command_line(tmp_path: Path):
         ("model.depth=0", "model.depth"),
         ("optimizer=adagrad", "optimizer"),
         ("nonsense", "nonsense"),
+        ("data=csv", "data.path and data.targets are required"),
     ],
 )
 def test_bad_input_is_one_config_error(override: str, message: str):
@@ -70,3 +71,22 @@ def test_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca
     out = capsys.readouterr().out
     assert re.search(r"\[1/3\] trial 0 ", out)  # one line per trial: not a terminal
     assert (tmp_path / "mlruns" / "optuna.db").is_file()
+
+
+@pytest.mark.parametrize(
+    ("target", "task", "warned"),
+    [
+        (lambda i: i % 2, "regression", True),  # a 0/1 label trained as a number
+        (lambda i: i % 3, "regression", True),
+        (lambda i: i % 2, "classification", False),
+        (lambda i: i * 0.37, "regression", False),  # a real quantity
+    ],
+)
+def test_integer_labels_as_regression_get_one_warning_line(target, task, warned, tmp_path, capsys):
+    csv = tmp_path / "table.csv"
+    csv.write_text("a,b,label\n" + "".join(f"{i},{i % 5},{target(i)}\n" for i in range(200)))
+    api.compose("data=csv", f"data.path={csv}", "data.targets=[label]", f"data.task={task}")
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == int(warned), lines
+    if warned:
+        assert lines[0].startswith("warning: ") and "add data.task=classification" in lines[0]

@@ -41,6 +41,18 @@ NO_TF, NO_TF_MLFLOW = ("tensorflow", "keras"), ("tensorflow", "keras", "mlflow")
 CASES = [
     ("baseline", ["baseline", "model.depth=0", "paths.store={store}"], "model.depth", NO_TF_MLFLOW),
     (
+        "launch",  # its own options parsed, its overrides checked before Ray starts anything
+        ["launch", "--workers", "2", "model.depth=0", "paths.store={store}"],
+        "model.depth",
+        (*NO_TF_MLFLOW, "ray"),
+    ),
+    (
+        "mandatory",  # `???` keys left unset: all named, not OmegaConf's traceback of the first
+        ["baseline", "data=csv", "paths.store={store}"],
+        "data.path and data.targets are required",
+        NO_TF_MLFLOW,
+    ),
+    (
         "sweep",
         ["sweep", "experiment=tiny", "search.storage=notaurl", "paths.store={store}"],
         "search.storage='notaurl' is not a URL",

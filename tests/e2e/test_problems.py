@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 from sweep.cli import runner
 from sweep.config.checks import prepare
 from sweep.config.space import objectives
+from sweep.core import console
 from sweep.core.errors import ConfigError
 from sweep.study.study import ranked_trials
 from sweep.tracking import Reader
@@ -167,7 +170,8 @@ def test_digits_sweep_maximises_accuracy_with_a_confusion_matrix_and_a_champion(
     reader = Reader(f"sqlite:///{tmp_path}/mlflow.db")
     trials = metrics_of(tmp_path, "trial")
     best = max(trials, key=lambda r: r.data.metrics["val_accuracy"])
-    assert f"val_accuracy={best.data.metrics['val_accuracy']:.3e}" in out.split("best: trial")[1]
+    shown = console.fmt_metric("val_accuracy", best.data.metrics["val_accuracy"])
+    assert f"val_accuracy={shown}" in out.split("best: trial")[1]
     assert {"plots/confusion.png", "plots/loss.png"} <= plots_of(tmp_path, best)
     assert "scaling.json" in reader.artifact_names(best)
     assert {"train_accuracy", "val_crossentropy", "test_accuracy"} <= set(best.data.metrics)
@@ -211,6 +215,10 @@ def test_diabetes_sweep_and_a_user_model_swept_by_its_own_keywords(tmp_path, cap
         == 0
     )
     assert "row" in capsys.readouterr().out
+    argv = ["predict", "--model", "diabetes-mlp", "--store", str(tmp_path), "--x", "0.5", "1"]
+    assert runner.main(argv) == 2  # a 10-input model: one line naming its shape, no traceback
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "input shape (None, 10)" in err[0], err
 
 
 def diabetes_csv(tmp_path: Path) -> Path:
@@ -263,3 +271,52 @@ def test_a_model_xla_cannot_compile_falls_back_to_fit(compose_cfg):
     assert result.fallback and len(result.history) == 3
     assert result.history[-1].train_loss < result.history[0].train_loss
     assert math.isfinite(result.val_mse)
+
+
+# --------------------------------------------------------------------------- images, sequences
+
+WIDE = ["~model", "+model._target_=tests.problem_models.wide"]
+
+
+def test_a_model_whose_input_does_not_fit_the_data_is_one_line_before_training(tmp_path, capsys):
+    args = [
+        "baseline",
+        "data=digits_images",
+        TRUST,
+        *WIDE,
+        "tracking=none",
+        f"paths.store={tmp_path}",
+    ]
+    assert runner.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "error: model wide_16 takes inputs of shape (64,), but data digits_images has (8, 8, 1) "
+        "(a builder with an `input_shape` argument gets the data's own)"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "problem",
+    [["data=digits_images", "model=cnn"], ["data=sine_sequence", "model=lstm"]],
+    ids=["cnn", "lstm"],
+)
+def test_an_image_or_sequence_baseline_reruns_identical_with_its_shapes_recorded(
+    tmp_path, capsys, problem
+):
+    args = ["baseline", *problem, "trainer.epochs=2", f"paths.store={tmp_path}"]
+    assert runner.main(args) == 0, capsys.readouterr().err
+    (run,) = metrics_of(tmp_path, "single")
+    reader = Reader(f"sqlite:///{tmp_path}/mlflow.db")
+    record = json.loads(reader.artifact_text(run, "replay.json"))
+    expected = (
+        {"input": [8, 8, 1], "output": 10}
+        if "model=cnn" in problem
+        else {"input": [32, 1], "output": 1}
+    )
+    assert record["shapes"] == expected
+    shown = "plots/misclassified.png" if "model=cnn" in problem else "plots/forecast.png"
+    assert shown in plots_of(tmp_path, run)
+    capsys.readouterr()
+    assert runner.main(["rerun", run.info.run_id, "--store", str(tmp_path)]) == 0
+    assert re.search(r"^rerun [0-9a-f]{32}: IDENTICAL$", capsys.readouterr().out, re.M)

@@ -105,11 +105,14 @@ def test_runs_url_opens_model_training_mode_in_a_view():
 def test_views_show_swept_params_and_sort_best_view_by_val_mse():
     views = ui.view_states(["model.depth", "optimizer.learning_rate"])
     nested, best = views[ui.VIEW_NESTED], views[ui.VIEW_BEST]
-    assert nested["selectedColumns"][:3] == [
+    assert nested["selectedColumns"][:4] == [  # what fits beside the run names at 1400 px
+        "metrics.`val_mse`",
+        "tags.`sweep.state`",  # PRUNED or FAIL: MLflow's status shows both as a red cross
         "params.`model.depth`",
         "params.`optimizer.learning_rate`",
-        "metrics.`val_mse`",
     ]
+    (section,) = nested["compareRunSections"]
+    assert (section["columns"], nested["runListHidden"]) == (1, True)  # cards ~680 px wide
     assert "orderByKey" not in nested  # default order keeps trials nested under their study
     assert (best["orderByKey"], best["orderByAsc"]) == ("metrics.`val_mse`", True)
     parallel, scatter = nested["compareRunCharts"]
@@ -137,8 +140,10 @@ def test_a_classifiers_views_rank_by_its_objective_highest_first(tmp_path):
     views = ui.view_states(["model.depth"], objectives)
     best = views["sweep-by-val-accuracy"]
     assert (best["orderByKey"], best["orderByAsc"]) == ("metrics.`val_accuracy`", False)
-    assert best["selectedColumns"][1:5] == [
+    assert best["selectedColumns"][:6] == [
         "metrics.`val_accuracy`",
+        "tags.`sweep.state`",
+        "params.`model.depth`",
         "metrics.`test_accuracy`",
         "metrics.`train_accuracy`",
         "metrics.`train_seconds`",
@@ -267,6 +272,7 @@ def test_ui_lists_trials_nested_sorted_and_shows_their_plots(
         in (ui_server["printed"])
     )
     driver = chromium(tmp_path / "profile")
+    driver.set_window_size(1400, 900)  # the screen the views are laid out for
     try:
         _check_nested_view(driver, ui_server["nested"], parent, trials)
         _check_best_view(driver, ui_server["best"], trials)
@@ -276,7 +282,12 @@ def test_ui_lists_trials_nested_sorted_and_shows_their_plots(
         )
         _check_plot(driver, base, exp.experiment_id, best.info.run_id, "plots/prediction.png")
         # the study's view of every trial's learning curve, as `sweep ui` printed its address
-        assert ui_server["curves"].endswith(f"/runs/{parent.info.run_id}/artifacts/{CURVES}")
+        assert ui_server["curves"].endswith(
+            f"/runs/{parent.info.run_id}/artifacts/{CURVES}?workflowType=machine_learning"
+        )
+        driver.get(ui_server["curves"])
+        _wait(driver, lambda d: "learning_curves.png" in d.find_element("tag name", "body").text)
+        assert "Judges" not in driver.find_element("tag name", "body").text, "GenAI mode"
         _check_plot(driver, base, exp.experiment_id, parent.info.run_id, CURVES)
     except Exception:
         screenshot(driver, "failure.png")
@@ -291,7 +302,7 @@ def _check_nested_view(driver, url: str, parent, trials) -> None:  # noqa: ANN00
     body = driver.find_element("tag name", "body").text
     assert "Judges" not in body, "the UI opened in GenAI mode"
     headers = driver.find_element("css selector", ".ag-header").text
-    assert {"model.depth", "optimizer.learning_rate", "val_mse"} <= set(headers.split()), headers
+    assert {"val_mse", "sweep.state", "model.depth"} <= set(headers.split()), headers
     assert not {t.info.run_id for t in trials} & set(_rows(driver)), "trials not under parent"
     screenshot(driver, "runs-collapsed.png")
     cell = _link(driver, parent.info.run_id).find_element(
@@ -318,13 +329,46 @@ def _check_best_view(driver, url: str, trials) -> None:  # noqa: ANN001
     shown = sorted(expected, key=rows.get)
     assert shown == expected, "runs are not sorted by val_mse, best first"
     assert rows[expected[0]] == 0
+    # on a 1400-px screen, the columns in view beside the run names: objective, state, params
+    assert _visible_columns(driver)[:5] == [
+        "val_mse",
+        "sweep.state",
+        "model.activation",
+        "model.depth",
+        "model.width",
+    ], _visible_columns(driver)
     screenshot(driver, "runs-by-val-mse.png")
     driver.get(url + "&compareRunsMode=CHART")
     _wait(driver, lambda d: "Parallel Coordinates" in d.find_element("tag name", "body").text)
-    # both cards drawn: parallel coordinates (canvas layers) and the lr/val_mse scatter (plotly)
+    # both cards drawn: parallel coordinates (canvas layers) and the lr/val_mse scatter (plotly),
+    # one card a row: the scatter is drawn once scrolled into view, as a user scrolls to it
     _wait(driver, lambda d: d.find_elements("css selector", "canvas.foreground"))
-    _wait(driver, lambda d: d.find_elements("css selector", ".js-plotly-plot svg.main-svg"))
+    width = driver.execute_script(
+        "return document.querySelector('canvas.foreground').getBoundingClientRect().width"
+    )
+    assert width >= 600, f"parallel coordinates drawn {width} px wide: labels overlap"
     screenshot(driver, "runs-charts.png")
+    driver.execute_script(SCROLL_CHARTS)
+    _wait(driver, lambda d: d.find_elements("css selector", ".js-plotly-plot svg.main-svg"))
+
+
+SCROLL_CHARTS = """
+let el = document.querySelector('canvas.foreground');
+while (el && !['auto', 'scroll'].includes(getComputedStyle(el).overflowY)) el = el.parentElement;
+if (el) el.scrollTop = el.scrollHeight;
+"""
+
+
+def _visible_columns(driver) -> list[str]:  # noqa: ANN001
+    """The runs table's column headers wholly in the window, left to right, after the run's
+    name and creation time (MLflow's own, always shown)."""
+    cells = driver.execute_script(
+        "return Array.from(document.querySelectorAll('.ag-header-cell')).map(c => "
+        "[c.innerText.trim(), c.getBoundingClientRect().left, c.getBoundingClientRect().right])"
+    )
+    inside = driver.execute_script("return window.innerWidth")
+    named = sorted((left, text) for text, left, right in cells if text and right <= inside)
+    return [text for _, text in named if text not in ("Run Name", "Created")]
 
 
 def _check_plot(driver, base: str, exp_id: str, run_id: str, path: str) -> None:  # noqa: ANN001

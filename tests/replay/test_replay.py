@@ -124,6 +124,35 @@ def test_robustness_table_follows_the_objective_and_its_direction():
     assert ranking_holds(rows)
 
 
+def test_a_run_id_prefix_names_its_one_run_as_git_would(tmp_path, monkeypatch):
+    import uuid
+
+    from sweep.core.errors import ConfigError
+    from sweep.replay.rerun import full_run_id
+    from sweep.tracking import Reader
+
+    reader = Reader(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = reader.client.create_experiment("e")
+    ids = ["4a5de336" + "0" * 24, "4a5de336" + "1" * 24, "4a5d0000" + "2" * 24]
+    made = iter(ids)  # run ids are uuid4's hex: these three, two sharing 8 digits
+    monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(hex=next(made)))
+    for n, _ in enumerate(ids):
+        reader.client.create_run(experiment, run_name=f"trial-{n}")
+    monkeypatch.undo()
+    assert full_run_id(reader, "4a5d0") == ids[2]
+    assert full_run_id(reader, ids[0]) == ids[0]
+    cases = [
+        ("4a5de336", f"ambiguous: {ids[0]} (trial-0), {ids[1]} (trial-1); give more digits"),
+        ("ffff", "no run id in sqlite:///"),
+        ("4a5", "is not an MLflow run id (32 hex digits) or the start of one (4 or more)"),
+        ("4a5d'--", "is not an MLflow run id"),
+    ]
+    for given, said in cases:
+        with pytest.raises(ConfigError, match=re.escape(said)) as err:
+            full_run_id(reader, given)
+        assert "\n" not in str(err.value)
+
+
 # --------------------------------------------------------------------------- end to end
 
 
@@ -228,7 +257,8 @@ def test_sweep_trial_rerun_is_identical_though_conf_changed(tiny_sweep_store, ch
     trial = proposed[-1]  # a sampled configuration, not the enqueued baseline
     run_id = trial.user_attrs["mlflow_run_id"]
     copy, env = changed_conf
-    out = sweep_cmd("rerun", run_id, "--store", str(swept), cwd=copy, env=env)
+    # the 8 digits its trial line printed, as git takes a short commit
+    out = sweep_cmd("rerun", run_id[:8], "--store", str(swept), cwd=copy, env=env)
     assert_identical_rerun(swept, run_id, out)
     params = replayed_run(swept, run_id).data.params
     assert params["model.depth"] == str(trial.params["model.depth"])

@@ -218,8 +218,8 @@ def test_the_live_view_keeps_its_own_escapes_and_none_of_the_stores(tmp_path):
         and "c=5.000e-01  a?]0;pwned?b?[2Jb?c=a?]0;pwned" in own
         and "status a?" in own
     )
-    # Two frames: 4 lines (the name's newline makes two), then 5 with the status, drawn over it.
-    assert text.count("\x1b[J") == 2 and "\x1b[3A" in text
+    # Two frames: 5 lines (the name's newline makes two), then 6 with the status, drawn over it.
+    assert text.count("\x1b[J") == 2 and "\x1b[4A" in text
 
 
 def _forged_sweep(compose_cfg, tmp_path: Path, *overrides: str) -> tuple[list[str], optuna.Study]:

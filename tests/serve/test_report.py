@@ -21,12 +21,12 @@ def test_parallel_coordinates_takes_categorical_and_log_axes():
             "model.activation": ["tanh", "elu", "tanh"],
             "optimizer.learning_rate": [0.001, 0.01, 0.1],
         },
-        [0.5, 0.05, 0.2],
+        [0.5, 0.01, 0.2],
         log_axes=["optimizer.learning_rate"],
         highlight={"best": 1},
     )
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
-    assert labels == ["model.activation", "optimizer.learning_rate (log)", "val MSE (log)"]
+    assert labels == ["model.activation", "optimizer.learning_rate (log)", "val_mse (log)"]
     best_line = fig.axes[0].get_lines()[-1 - 3]  # the highlight, drawn before the 3 axis lines
     assert list(best_line.get_ydata()) == pytest.approx([0.0, 0.5, 0.0])  # elu, mid lr, best
     plots.close(fig)
@@ -101,3 +101,91 @@ def test_the_report_follows_the_study_objective_and_direction():
     )
     assert "val_accuracy" in page and "test_accuracy" in page and "val_mse" not in page
     assert "0.9" in report.verdict(best, base, maximize=True)
+
+
+# A study per problem, its trials made directly: (overrides, complete values by trial number,
+# the pruned trial's reported losses, the best-so-far line expected, the best trial).
+PROBLEMS = {
+    "classifier": (
+        ["data=digits"],
+        {0: 0.40, 1: 0.90, 3: 0.70, 4: 0.9412},
+        {1: 2.3, 2: 1.9},  # cross-entropy: not on the accuracy axis, so not drawn
+        [0.40, 0.90, 0.90, 0.9412],
+        4,
+    ),
+    "regression csv": (
+        ["data=csv", "data.targets=[y]"],
+        {0: 0.5, 1: 0.02, 3: 0.05, 4: 0.01},
+        {1: 0.3, 2: 0.2},  # mse, the objective's own scale: drawn as trial 2
+        [0.5, 0.02, 0.02, 0.02, 0.01],
+        4,
+    ),
+    "sine": ([], {0: 0.5, 1: 0.02, 3: 0.05, 4: 0.01}, {1: 0.3}, [0.5, 0.02, 0.02, 0.02, 0.01], 4),
+}
+
+
+@pytest.fixture(scope="module")
+def empty_reader(tmp_path_factory: pytest.TempPathFactory):
+    """A real, empty MLflow store (making one costs about 6 s: made once)."""
+    from sweep.tracking import Reader
+
+    return Reader(f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db")
+
+
+def problem_study(cfg) -> optuna.Study:
+    """An in-memory study as `open_sweep` records it: objectives named, fixed config kept."""
+    from sweep.config.space import fingerprint, objectives
+    from sweep.study.study import name_objectives
+
+    names, directions = zip(*objectives(cfg), strict=True)
+    study = optuna.create_study(directions=list(directions))
+    name_objectives(study, names)
+    study.set_user_attr("fixed_config", fingerprint(cfg)[1])
+    return study
+
+
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_plots_and_report_follow_the_objective_and_direction(
+    problem, compose_cfg, tmp_path, empty_reader
+):
+    from sweep.config.checks import prepare
+    from sweep.study.summary import history_plot
+
+    overrides, values, pruned, best_line, best = PROBLEMS[problem]
+    csv = tmp_path / "table.csv"
+    csv.write_text("a,b,y\n" + "".join(f"{i},{i % 7},{i * 0.5}\n" for i in range(200)))
+    extra = [f"data.path={csv}"] if "data=csv" in overrides else []
+    cfg = prepare(compose_cfg(*overrides, *extra))
+    study = problem_study(cfg)
+    objective, maximize = study.metric_names[0], study.directions[0].name == "MAXIMIZE"
+    dist = optuna.distributions.IntDistribution(1, 4)
+    for number in range(5):
+        state = "COMPLETE" if number in values else "PRUNED"
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState[state],
+                value=values.get(number),
+                params={"model.depth": number % 4 + 1},
+                distributions={"model.depth": dist},
+                intermediate_values=pruned if state == "PRUNED" else None,
+            )
+        )
+
+    fig = history_plot(study)  # the parent run's plots/optimization_history.png
+    ax = fig.axes[0]
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("best")]
+    assert list(line.get_ydata()) == pytest.approx(best_line)
+    assert ax.get_ylabel() == objective and ("max" in line.get_label()) == maximize
+    assert ax.get_yscale() == ("linear" if maximize else "log")
+    plots.close(fig)
+
+    page, summary = report.build_report(study, empty_reader, "memory")
+    page = report.PNG_URI.sub("", page)
+    assert summary["best_trial"] == best
+    assert ("Predictions on sin(x)" in page) == (problem == "sine")
+    best_row = re.search(r'<tr class="best"><td class="num">(\d+)</td>', page)
+    assert best_row and int(best_row.group(1)) == best
+    if maximize:
+        assert "MSE" not in page and "mse" not in page and '<td class="num">0.9412</td>' in page
+    else:
+        assert "val_mse" in page and "1.000e-02" in page

@@ -21,6 +21,7 @@ import pytest
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState
 
+from sweep.core import console
 from sweep.study import progress
 from sweep.study.study import name_objectives
 from tests.conftest import ROOT, clean_env
@@ -58,9 +59,10 @@ def test_snapshot_counts_states_and_finds_best_and_running_epoch():
 def test_render_shows_counts_pace_best_and_running_trials():
     study = study_in_every_state()
     snap = progress.snapshot(study, target=10, since=datetime.now() - timedelta(minutes=1))
-    first, best, running = progress.render(snap, epochs=50)
-    assert "3/10 finished: 2 complete, 1 pruned, 1 failed, 1 running" in first
+    first, states, best, running = progress.render(snap, epochs=50)
+    assert first.startswith("study demo  3/10 finished  |")
     assert re.search(r"\|  3\.0 trials/min, 2m\d\ds left$", first)
+    assert states == "trials  2 complete, 1 pruned, 1 failed, 1 running"
     assert best.startswith("best  trial 1  val_mse=1.250e-01  depth=")
     assert running == "running  trial 5 epoch 3/50"
 
@@ -69,7 +71,44 @@ def test_before_any_trial_the_view_says_so():
     study = optuna.create_study()
     lines = progress.render(progress.snapshot(study, 30, datetime.now()), 50, "waiting")
     assert lines[0].endswith("|  - trials/min, - left")
-    assert lines[1:] == ["best  -", "running  -", "waiting"]
+    assert lines[1:] == ["trials  0 complete, 0 pruned, 0 failed, 0 running", "best  -"] + [
+        "running  -",
+        "waiting",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("metric", "value", "text"),
+    [
+        ("val_accuracy", 0.941176, "0.9412"),  # a score: never 9.412e-01
+        ("val_mse", 0.00125, "1.250e-03"),  # a loss spans decades
+        ("train_seconds", 12.34, "12.3"),
+        ("n_params", 1201.0, "1201"),
+    ],
+)
+def test_each_metric_is_printed_for_what_it_is(metric: str, value: float, text: str):
+    from sweep.study.summary import summary_text
+
+    line = console.trial_line(3, 30, 2, "COMPLETE", value, (1, value), {}, 1.0, None, metric=metric)
+    assert f"{metric}={text} " in line and f"best={text} (#1)" in line
+    summary = {"study": "s", "states": {}, "best_trial": 1, "objective": metric}
+    summary |= {"best_value": value, "best_params": {}, "best_run_id": None}
+    assert f"{metric}={text} " in summary_text(summary)
+    study = optuna.create_study(direction="maximize")
+    name_objectives(study, [metric])
+    study.add_trial(optuna.trial.create_trial(value=value))
+    best = progress.render(progress.snapshot(study, 30, datetime.now()), 50)[2]
+    assert best.startswith(f"best  trial 0  {metric}={text} ")
+
+
+def test_at_80_columns_the_view_keeps_pace_and_time_left():
+    """A terminal of 80 columns: the live view cuts each line at 79, so none may need more."""
+    study = study_in_every_state()
+    study.study_name = "sine-mlp-digits"  # a name of the length conf/ makes
+    snap = progress.snapshot(study, target=300, since=datetime.now() - timedelta(minutes=1))
+    lines = progress.render(snap, epochs=500)
+    assert all(len(line) <= 79 for line in lines), [len(line) for line in lines]
+    assert re.search(r"3\.0 trials/min, 1h39m left$", lines[0]), lines[0]
 
 
 @pytest.mark.parametrize(
@@ -111,8 +150,8 @@ def test_live_view_redraws_in_place_on_a_pty():
     text = read_all(master)
     first, second, *_ = text.split("\x1b[J")
     assert first.startswith("\r\x1b[2Kstudy demo  3/10 finished") and "trial 1" in first
-    # the unchanged refresh wrote nothing; the next frame goes 2 lines up over the first
-    assert second.startswith("\r\x1b[2A") and "best  trial 6  val_mse=6.250e-02" in second
+    # the unchanged refresh wrote nothing; the next frame goes 3 lines up over the first
+    assert second.startswith("\r\x1b[3A") and "best  trial 6  val_mse=6.250e-02" in second
     assert text.endswith("\n")  # closed: what follows prints below the view
 
 

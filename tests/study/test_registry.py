@@ -30,6 +30,24 @@ def test_prediction_table_shows_error_against_sin():
     assert lines[-1] == "MSE over these 2 points: 1.000e-02"
 
 
+@pytest.mark.parametrize(
+    ("x", "given"), [([0.5, 1.0], "--x gives 2 values"), (None, "without --x")]
+)
+def test_inputs_of_the_wrong_width_name_the_models_input_shape(x, given):
+    import keras
+
+    from sweep.core.errors import ConfigError
+    from sweep.study.registry import one_input_rows
+
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(1)])
+    with pytest.raises(ConfigError) as err:
+        one_input_rows(model, x, "models:/m@champion")
+    assert str(err.value).startswith(given) and "input shape (None, 5)" in str(err.value)
+    assert "--csv FILE" in str(err.value) and "\n" not in str(err.value)
+    sine = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    assert one_input_rows(sine, x, "m").shape == (2 if x else 13,)
+
+
 def test_predict_without_a_store_is_one_line(tmp_path):
     out = predict_cli("--store", str(tmp_path))
     assert out.returncode == 2

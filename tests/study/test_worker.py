@@ -10,10 +10,12 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from sweep.core.errors import ConfigError
 from sweep.core.objects import build
-from sweep.study.pruning import Pruning
+from sweep.study.pruning import Pruning, check_direction
 from sweep.train.loop import EpochLog, StopTraining
 
 GOOD = [0.50, 0.30, 0.20, 0.15, 0.12, 0.10]
@@ -39,25 +41,39 @@ def run_through_hook(study: optuna.Study, losses: Sequence[float]) -> tuple[Tria
             study.tell(trial, state=TrialState.PRUNED)
             return TrialState.PRUNED, epoch
     hook.flush()
-    study.tell(trial, losses[-1])
+    # the objective: the loss itself, or an accuracy that rises as the loss falls
+    study.tell(trial, losses[-1] if study.direction.name == "MINIMIZE" else 1 - losses[-1])
     return TrialState.COMPLETE, len(losses)
 
 
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])  # val_mse; val_accuracy
 @pytest.mark.parametrize(
     ("overrides", "first_prunable_epoch"),
     [(["experiment=tiny"], 1), ([], 5)],  # tiny: 2 startup trials, warmup 1; default: 5 and 5
     ids=["tiny", "default"],
 )
 def test_a_clearly_worse_trial_is_pruned_and_a_better_one_is_not(
-    compose_cfg, overrides, first_prunable_epoch
+    compose_cfg, overrides, first_prunable_epoch, direction
 ):
+    """Whatever the objective's direction, the pruner ranks validation losses lowest-first."""
     cfg = compose_cfg(*overrides)
-    study = optuna.create_study(direction="minimize", pruner=pruner_from(cfg))
+    study = optuna.create_study(direction=direction, pruner=pruner_from(cfg))
     startup = cfg.search.pruner.n_startup_trials
     for _ in range(startup):
         assert run_through_hook(study, GOOD) == (TrialState.COMPLETE, len(GOOD))
     assert run_through_hook(study, BAD) == (TrialState.PRUNED, first_prunable_epoch)
     assert run_through_hook(study, BETTER) == (TrialState.COMPLETE, len(BETTER))
+
+
+@pytest.mark.parametrize("pruner", ["hyperband", "successive_halving"])
+def test_a_pruner_that_ranks_losses_in_the_studys_direction_is_refused_when_it_maximizes(
+    compose_cfg, pruner
+):
+    built = pruner_from(compose_cfg(f"search/pruner={pruner}"))
+    with pytest.raises(ConfigError, match="this study maximizes; use search/pruner=median"):
+        check_direction(built, [StudyDirection.MAXIMIZE])
+    check_direction(built, [StudyDirection.MINIMIZE])  # losses and objective agree
+    check_direction(pruner_from(compose_cfg()), [StudyDirection.MAXIMIZE])  # median: lowest-first
 
 
 def test_no_trial_is_pruned_before_the_startup_trials_are_done(compose_cfg):

@@ -37,3 +37,18 @@ def test_reused_figures_match_freshly_drawn_ones():
     assert reused.shape == fresh.shape == (600, 800, 4)
     # Identical pixels; a stale curve from the first call would differ by about 0.014.
     assert np.abs(reused - fresh).mean() < 0.001
+
+
+def test_images_get_their_misclassified_examples_and_sequences_a_forecast():
+    rng = np.random.default_rng(0)
+    images, labels = rng.normal(size=(40, 8, 8, 1)), np.arange(40) % 10
+    logits = np.eye(10)[(labels + (np.arange(40) % 4 == 0)) % 10]  # every 4th one wrong
+    pngs = plots.problem_pngs("classification", images, labels, logits, [1.0, 0.5], [1.1, 0.6])
+    assert set(pngs) == {"plots/confusion.png", "plots/misclassified.png", "plots/loss.png"}
+    table = plots.problem_pngs("classification", images.reshape(40, -1), labels, logits, [1], [1])
+    assert "plots/misclassified.png" not in table
+    wrong = _decode(pngs["plots/misclassified.png"])
+    assert wrong.shape[1] > wrong.shape[0]  # 10 of 40 wrong: two rows of 8 images, wider than tall
+    y = np.sin(np.arange(100) / 5)[:, None]
+    seq = plots.problem_pngs("regression", rng.normal(size=(100, 16, 1)), y, y + 0.1, [1], [1])
+    assert set(seq) == {"plots/prediction.png", "plots/forecast.png", "plots/loss.png"}

@@ -30,3 +30,18 @@ def worker(cfg: DictConfig, overrides: Sequence[str]) -> int:
     """One worker that joins (or starts) a shared study and runs trials until it is done."""
     api.sweep(*overrides, cfg=cfg, jobs=1, owner=False)
     return EXIT_OK
+
+
+def launch(
+    cfg: DictConfig,
+    overrides: Sequence[str],
+    engine: str,
+    address: str,
+    workers: int,
+    cpus: float,
+    retries: int,
+) -> int:
+    """Workers as tasks of an engine's cluster (Ray), each the `worker` command's loop."""
+    from sweep.launch import launch as launch_workers
+
+    return launch_workers(cfg, overrides, address, workers, cpus, retries)

@@ -81,7 +81,7 @@ def port(default: int) -> Option:
 HOST = opt("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
 STORAGE = opt("--storage", help="Optuna storage URL (default: sqlite:///<store>/optuna.db)")
 RERUN = (
-    opt("run_id", help="the MLflow run id to replay"),
+    opt("run_id", help="the MLflow run id to replay, or a unique start of it (4+ digits)"),
     opt(
         "--tolerance",
         type=float,
@@ -124,6 +124,13 @@ SERVER = (
         help="MLflow's login (--app-name basic-auth); needs MLFLOW_AUTH_CONFIG_PATH",
     ),
 )
+LAUNCH = (
+    opt("--engine", choices=["ray"], default="ray", help="the engine that runs the workers (ray)"),
+    opt("--address", default="auto", help="the cluster: auto, host:port or ray://host:port"),
+    opt("--workers", type=int, default=2, help="workers at a time, one per task (2)"),
+    opt("--cpus", type=float, default=1, help="CPUs per worker; trainer.threads follows (1)"),
+    opt("--retries", type=int, default=3, help="replacements per crashed worker (3)"),
+)
 COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("baseline", "one run of the configured model", "cli.commands:baseline", hydra=True,
             multirun=True),
@@ -133,6 +140,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             hydra=True),
     Command("report", "self-contained HTML report of a study", "serve.report:report_command",
             hydra=True),
+    Command("launch", "workers as tasks of an engine (Ray): --workers N [overrides]",
+            "cli.commands:launch", LAUNCH, hydra=True),
     Command("rerun", "train a past run again from its record and compare every metric",
             "replay.rerun:rerun_command", RERUN, store=True),
     Command("robust", "rerun a study's best trials with new seeds",
@@ -258,9 +267,13 @@ def run_hydra(command: Command, argv: list[str]) -> int:
         )
     if refused := split_password_refused(argv):
         return report(refused)
+    try:
+        options, argv = own_options(command, argv)
+    except ConfigError as exc:
+        return report(exc)
     codes: list[int] = []
     umask = os.umask(PRIVATE_UMASK)
-    task = _hydra_task(command, codes, umask)
+    task = _hydra_task(command, codes, umask, options)
     saved, os.environ["HYDRA_FULL_ERROR"] = os.environ.get("HYDRA_FULL_ERROR"), "1"
     saved_argv, sys.argv = sys.argv, [f"sweep {command.name}", *argv]
     try:
@@ -278,7 +291,22 @@ def run_hydra(command: Command, argv: list[str]) -> int:
     return next((c for c in codes if c), EXIT_OK)
 
 
-def _hydra_task(command: Command, codes: list[int], umask: int) -> Callable[[Any], None]:
+def own_options(command: Command, argv: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """A Hydra command's own `--options` (launch's), and the overrides left for Hydra."""
+    if not command.options:
+        return {}, argv
+    parser = parser_for(command)
+    if {"-h", "--help"} & set(argv):  # its own options first, then Hydra's help of the config
+        parser.print_help()
+        print()
+        return {}, argv
+    options, rest = parser.parse_known_args(argv)
+    return vars(options), rest
+
+
+def _hydra_task(
+    command: Command, codes: list[int], umask: int, options: dict[str, Any] | None = None
+) -> Callable[[Any], None]:
     """The function Hydra calls once per job: mask what Hydra wrote, check the config, run,
     record the exit code. The job's own files (stores, artifacts) get the user's umask."""
 
@@ -291,7 +319,8 @@ def _hydra_task(command: Command, codes: list[int], umask: int) -> Callable[[Any
                 mask_file(path)
             interrupt.install()
             announce_job()
-            code = guard(lambda: command.function()(prepare(raw), task_overrides()))
+            run = command.function()
+            code = guard(lambda: run(prepare(raw), task_overrides(), **(options or {})))
         finally:
             os.umask(PRIVATE_UMASK)
         codes.append(code)

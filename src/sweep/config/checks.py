@@ -9,16 +9,21 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.config.records import MLP
 from sweep.config.stores import STORAGE_SCHEMES, TRACKING_SCHEMES, check_url
+from sweep.core import console
 from sweep.core.errors import ConfigError, first_line
 from sweep.core.keys import leaves
 from sweep.core.objects import build, check_targets
 from sweep.core.secrets import mask_text
+
+if TYPE_CHECKING:
+    from sweep.train.data import Dataset
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "elu", "gelu", "selu", "swish", "softplus", "linear")
 
@@ -26,6 +31,9 @@ ACTIVATIONS = ("tanh", "relu", "sigmoid", "elu", "gelu", "selu", "swish", "softp
 TASK_LOSSES = {"regression": ("mse", "mae", "huber"), "classification": ("crossentropy",)}
 
 LOSSES = (*TASK_LOSSES["regression"], *TASK_LOSSES["classification"])
+
+# Keras dtype policies `trainer.precision` may name (float32 when the key is absent).
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 EXAMPLES = {
@@ -44,6 +52,7 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 def prepare(cfg: DictConfig) -> DictConfig:
     """Return a resolved, validated copy with every local path made absolute."""
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    check_mandatory(cfg)
     try:
         store = cfg.paths.store
     except Exception as exc:  # an interpolation in the store's own path (fuzzed)
@@ -61,6 +70,18 @@ def prepare(cfg: DictConfig) -> DictConfig:
         resolved.optimizer.learning_rate = float(lr)
     resolved.trainer.loss = loss_name(resolved)  # logged as chosen: `mse` for the tutorial
     return resolved
+
+
+def check_mandatory(cfg: DictConfig) -> None:
+    """Every `???` key still unset, named in one line (OmegaConf would raise on the first one
+    read, deep in data loading, as a 40-line traceback)."""
+    unset = [k for k, v in leaves(OmegaConf.to_container(cfg, resolve=False)).items() if v == "???"]
+    if unset:
+        verb = "is" if len(unset) == 1 else "are"
+        raise ConfigError(
+            f"{' and '.join(unset)} {verb} required (??? in conf/) and not set; "
+            f"add {' '.join(f'{k}=...' for k in unset)} to the command"
+        )
 
 
 def loss_name(cfg: DictConfig) -> str:
@@ -157,6 +178,9 @@ def check_plain_keys(cfg: DictConfig) -> None:
         )
     if OmegaConf.select(cfg, "trainer.threads") is not None:
         positive_int(cfg, "trainer.threads")
+    precision = OmegaConf.select(cfg, "trainer.precision", default="float32")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"trainer.precision={precision!r} is not one of: {', '.join(PRECISIONS)}")
 
 
 def _is_int(value: Any) -> bool:
@@ -208,12 +232,36 @@ def check_data(cfg: DictConfig) -> None:
         train_size(cfg)
     from sweep.train.data import dataset_for
 
-    n_train = len(dataset_for(cfg).train.x)
+    data = dataset_for(cfg)
+    if note := labels_as_regression(data):
+        console.say(note)
+    n_train = len(data.train.x)
     if cfg.trainer.batch_size > n_train:
         raise ConfigError(
             f"trainer.batch_size={cfg.trainer.batch_size} is larger than the training set "
             f"({n_train} points); use at most {n_train}"
         )
+
+
+FEW_LABELS = 10  # a regression target of at most this many integers is likely class labels
+
+
+def labels_as_regression(data: Dataset) -> str | None:
+    """A warning when a regression target holds only a few integers (a 0/1 column): likely class
+    labels trained on as numbers, which quietly gives a val_mse instead of an accuracy."""
+    if data.task != "regression" or data.train.y.shape[1] != 1:
+        return None
+    y = np.concatenate([s.y for s in (data.train, data.val, data.test)]).ravel().astype(float)
+    if "y_mean" in data.scaling:  # standardised: back to the file's own values
+        y = y * data.scaling["y_std"][0] + data.scaling["y_mean"][0]
+    values = np.unique(np.round(y, 3))
+    if len(values) > FEW_LABELS or not np.allclose(values, np.round(values), atol=1e-3):
+        return None
+    shown = ", ".join(str(int(v)) for v in np.round(values))
+    return (
+        f"warning: the target holds only the integers {shown}, and data.task=regression trains "
+        "on them as numbers (val_mse); if they are classes, add data.task=classification"
+    )
 
 
 def train_size(cfg: DictConfig) -> int:

@@ -17,6 +17,30 @@ def fmt_value(value: Any) -> str:
     return str(value)
 
 
+# Metrics that are fractions of 1 (a score, higher is better): four places, as people quote them.
+SCORES = ("accuracy",)
+
+
+def fmt_metric(name: str, value: float | None) -> str:
+    """A metric as people read it: a score to four places (`0.9412`, not `9.412e-01`), seconds
+    to a tenth, a count whole, and a loss, which spans decades, in scientific form (`1.250e-01`)."""
+    if value is None:
+        return "-"
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return str(value)  # a forged record's text: shown as it is, escaped by the caller
+    if value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    if name.endswith(SCORES):
+        return f"{value:.4f}"
+    if name.endswith("_seconds"):
+        return f"{value:.1f}"
+    if name.endswith("_ms"):
+        return f"{value:.3g}"
+    if name.startswith("n_"):
+        return f"{value:.0f}"
+    return f"{value:.3e}"
+
+
 def fmt_params(params: dict[str, Any]) -> str:
     """`depth=3 width=20 activation=tanh lr=0.0123`: leaf names are enough to read a trial."""
     return " ".join(f"{k.rsplit('.', 1)[-1]}={fmt_value(v)}" for k, v in params.items())
@@ -96,8 +120,8 @@ def trial_line(
     """One trial: `[ 3/30] trial 2  COMPLETE  val_mse=1.2e-03  best=1.1e-03 (#1)  depth=3 ...`."""
     width = len(str(total))
     parts = [f"[{done:>{width}}/{total}] trial {number:<3d} {state:<8s}"]
-    parts.append(f"{metric}={value:.3e}" if value is not None else f"{metric}=    -    ")
-    parts.append(f"best={best[1]:.3e} (#{best[0]})" if best else "best=-")
+    parts.append(f"{metric}={fmt_metric(metric, value):<9s}")
+    parts.append(f"best={fmt_metric(metric, best[1])} (#{best[0]})" if best else "best=-")
     parts.append(fmt_params(params))
     parts.append(f"{seconds:.1f}s")
     if run_id:

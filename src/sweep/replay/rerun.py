@@ -6,6 +6,7 @@ Exit codes (sweep.core.errors): 0 reproduced, 1 differs beyond the tolerance, 2 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from sweep.config.stores import Store
 from sweep.core.errors import EXIT_FAILED, EXIT_OK, ConfigError
 from sweep.core.secrets import mask_url, printable
 from sweep.replay.record import (
+    RUN_ID,
     Record,
     check_bounds,
     check_data_file,
@@ -204,7 +206,7 @@ def rerun_command(run_id: str, store: Store, tolerance: float | None = None) -> 
         raise ConfigError(f"--tolerance must be >= 0, got {tolerance}")
     check_reachable(store.uri)
     reader = Reader(store.uri)
-    record = load_record(reader, run_id.strip())
+    record = load_record(reader, full_run_id(reader, run_id.strip()))
     check_data_file(record)
     name = printable(record.run.info.run_name or run_id[:8])  # also the new run's name
     console.say(
@@ -228,6 +230,33 @@ def rerun_command(run_id: str, store: Store, tolerance: float | None = None) -> 
     console.say(_rerun_report(record, new_id, differences, tol, why, rows, verdict))
     _log_outcome(reader, new_id, rows, differences, tol, verdict)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+SHORT_ID = re.compile(r"^[0-9a-f]{4,31}$")
+CANDIDATES = 5  # an ambiguous prefix lists this many of the runs it names
+
+
+def full_run_id(reader: Any, given: str) -> str:
+    """A run id, or a unique prefix of one as git takes a short commit (the 8 digits each trial
+    line prints); an ambiguous prefix lists the runs it could mean."""
+    if RUN_ID.match(given):
+        return given
+    if not SHORT_ID.match(given):
+        raise ConfigError(
+            f"{given!r} is not an MLflow run id (32 hex digits) or the start of one (4 or more)"
+        )
+    runs = reader.runs_starting(given, CANDIDATES + 1)
+    if not runs:
+        raise ConfigError(
+            f"no run id in {mask_url(reader.uri)} starts with {given}; "
+            "if it was logged to another store, pass --store DIR or --tracking-uri URI"
+        )
+    if len(runs) > 1:
+        named = sorted((r.info.run_id, r.info.run_name) for r in runs)[:CANDIDATES]
+        shown = ", ".join(f"{run_id} ({name})" for run_id, name in named)
+        more = " and more" if len(runs) > CANDIDATES else ""
+        raise ConfigError(f"run id {given} is ambiguous: {shown}{more}; give more digits")
+    return runs[0].info.run_id
 
 
 def _all_identical(rows: Sequence[Row]) -> bool:

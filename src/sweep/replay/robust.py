@@ -201,7 +201,10 @@ def _seed_runs(
         _, value = train_again(cfg, name, overrides, tags, parent_run_id=parent_id)
         out.seeds.append(base + offset)
         out.values.append(value)
-        console.say(f"  trial {trial.number} seed {base + offset}: {objective}={value:.4g}")
+        console.say(
+            f"  trial {trial.number} seed {base + offset}: "
+            f"{objective}={console.fmt_metric(objective, value)}"
+        )
     return out
 
 

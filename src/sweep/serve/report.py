@@ -1,11 +1,12 @@
 """`python -m sweep report`: one self-contained HTML page that compares a study's trials.
 
 What the MLflow UI cannot show on one page: the best trial against the tutorial's baseline
-(trial 0), the optimisation history, parameter importances, parallel coordinates, both models'
-predictions on sin(x) a little beyond the training interval (loaded back from MLflow), and every
-trial with its state. Images are embedded as base64 and there is no script or external link, so
-the file opens offline. It is written under `<paths.store>/reports/` and logged to the study's
-parent run as `report.html`; the study's best model is (re)registered as `champion` on the way.
+(trial 0), the optimisation history, parameter importances, parallel coordinates (each on the
+study's objective, its best by its direction), for the sine tutorial both models' predictions a
+little beyond the training interval (loaded back from MLflow), and every trial with its state.
+Images are embedded as base64 and there is no script or external link, so the file opens offline.
+It is written under `<paths.store>/reports/` and logged to the study's parent run as
+`report.html`; the study's best model is (re)registered as `champion` on the way.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from markupsafe import Markup
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
+from sweep.config.records import moved_target
 from sweep.config.space import objectives
 from sweep.core import console
 from sweep.core.errors import EXIT_OK, ConfigError, first_line
@@ -37,6 +39,7 @@ from sweep.core.secrets import mask_url
 from sweep.study.pareto import front
 from sweep.study.registry import predict, register_champion
 from sweep.study.study import PARENT_ATTR, RUN_ATTR, load_existing
+from sweep.study.summary import fixed_config, history_plot
 from sweep.tracking import Reader, check_reachable, load_run_model
 from sweep.train import plots
 
@@ -49,6 +52,7 @@ SECTIONS = (
     ("pareto", "Pareto front"),
     ("trials", "All trials"),
 )
+SINE = "sweep.train.data.sine"
 CONFIG_KEYS = ("optimizer._target_", "trainer.epochs", "trainer.batch_size", "seed")
 
 
@@ -75,7 +79,10 @@ class TrialRow:
         return int(self.params["n_params"]) if "n_params" in self.params else None
 
     def metric(self, key: str) -> float | None:
-        if key == self.objective and self.trial.values is not None and len(self.trial.values) == 1:
+        """A complete trial's objective as Optuna holds it; anything else as its run logged it
+        (a pruned trial's Optuna value is its last validation loss, whatever the objective)."""
+        done = self.trial.state == TrialState.COMPLETE and self.trial.values is not None
+        if key == self.objective and done and len(self.trial.values) == 1:
             return self.trial.values[0]
         return self.metrics.get(key)
 
@@ -120,35 +127,23 @@ def png_data_uri(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def last_value(t: FrozenTrial) -> float | None:
-    if t.values is not None:
-        return t.values[0]
-    return list(t.intermediate_values.values())[-1] if t.intermediate_values else None
+def history_image(study: optuna.Study) -> str | None:
+    fig = history_plot(study)
+    return None if fig is None else png_data_uri(fig)
 
 
-def history_image(rows: Sequence[TrialRow]) -> str | None:
-    done = [r.trial for r in rows if r.trial.state.is_finished() and last_value(r.trial)]
-    done = [t for t in done if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    if not done:
-        return None
-    fig = plots.history_figure(
-        [t.number for t in done], [last_value(t) for t in done], [t.state.name for t in done]
-    )
-    return png_data_uri(fig)
-
-
-def importance_image(study: optuna.Study) -> str | None:
+def importance_image(study: optuna.Study, objective: str) -> str | None:
     if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < 3:
         return None
     try:
         importances = optuna.importance.get_param_importances(study)
     except (RuntimeError, ValueError):
         return None
-    return png_data_uri(plots.importance_figure(importances))
+    return png_data_uri(plots.importance_figure(importances, objective))
 
 
 def parallel_image(
-    rows: Sequence[TrialRow], best: TrialRow | None, base: TrialRow | None
+    rows: Sequence[TrialRow], best: TrialRow | None, base: TrialRow | None, maximize: bool
 ) -> str | None:
     complete = [r for r in rows if r.trial.state == TrialState.COMPLETE and r.trial.params]
     if len(complete) < 2:
@@ -165,19 +160,38 @@ def parallel_image(
     if best is not None and best.number in index:
         highlight[f"best (trial {best.number})"] = index[best.number]
     fig = plots.parallel_coordinates_figure(
-        columns, [r.trial.values[0] for r in complete], logs, highlight
+        columns,
+        [r.trial.values[0] for r in complete],
+        logs,
+        highlight,
+        complete[0].objective,
+        maximize,
     )
     return png_data_uri(fig)
+
+
+def is_sine(study: optuna.Study) -> bool:
+    """The tutorial's problem, the one whose truth the report can draw (a study made before it
+    recorded its config was sine)."""
+    return moved_target(fixed_config(study).get("data", {}).get("_target_", SINE)) == SINE
+
+
+def predictions_part(
+    study: optuna.Study, uri: str, best: TrialRow | None, base: TrialRow | None
+) -> list[Block]:
+    """The sine models' curves; nothing for other problems, whose runs carry their own plots/
+    (predicted against actual, or a confusion matrix) in MLflow."""
+    if not is_sine(study):
+        return []
+    image = prediction_image(uri, best, base)
+    return [image_or_note(image, "predictions", "no logged model to load")]
 
 
 def prediction_image(uri: str, best: TrialRow | None, base: TrialRow | None) -> str | None:
     """Best and baseline predictions on sin(x), 10% beyond the training interval each side."""
     ref = best or base
-    if (
-        ref is None
-        or ref.params.get("data._target_", "sweep.train.data.sine") != "sweep.train.data.sine"
-    ):
-        return None  # other problems: each run's own plots/ (prediction or confusion) in MLflow
+    if ref is None:
+        return None
     lo = float(ref.params.get("data.x_min", -5))
     hi = float(ref.params.get("data.x_max", 5))
     margin = 0.1 * (hi - lo)
@@ -255,13 +269,25 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def metric_cell(name: str, value: float | None) -> Cell:
+    """A metric's value formatted for its kind (accuracy 0.9412, a loss 1.250e-03)."""
+    return Cell(console.fmt_metric(name, value), True)
+
+
+def cell(value: Any) -> Cell:
+    """Any other value; numbers right-aligned."""
+    if isinstance(value, Cell):
+        return value
+    return Cell(fmt(value), isinstance(value, int | float) and not isinstance(value, bool))
+
+
 def table(
     header: Sequence[str], body: Sequence[Sequence[Any]], classes: Sequence[str] = ()
 ) -> Table:
-    """A table of formatted cells; numbers right-aligned."""
+    """A table of cells: values as `cell` formats them, or cells formatted already."""
     rows = [
         Tr(
-            [Cell(fmt(c), isinstance(c, int | float) and not isinstance(c, bool)) for c in cells],
+            [cell(c) for c in cells],
             classes[i] if i < len(classes) else "",
         )
         for i, cells in enumerate(body)
@@ -279,9 +305,10 @@ def comparison_table(best: TrialRow | None, base: TrialRow | None) -> Table | Te
     body += [[k, *[r.trial.params.get(k) for r in cols]] for k in keys]
     body += [[k, *[r.params.get(k) for r in cols]] for k in CONFIG_KEYS]
     for key in splits_of(cols[0].objective):
-        body.append([key, *[r.metric(key) for r in cols]])
+        body.append([key, *[metric_cell(key, r.metric(key)) for r in cols]])
     body.append(["parameters", *[r.n_params for r in cols]])
-    body.append(["training time (s)", *[r.metric("train_seconds") for r in cols]])
+    seconds = [metric_cell("train_seconds", r.metric("train_seconds")) for r in cols]
+    body.append(["training time (s)", *seconds])
     body.append(["state", *[r.trial.state.name for r in cols]])
     body.append(["MLflow run", *[r.run_id or "-" for r in cols]])
     header = ["", *[("baseline" if r is base else "best") for r in cols]]
@@ -324,8 +351,8 @@ def robust_table(data: dict[str, Any] | None) -> list[Block]:
     body = [
         [
             c["trial"],
-            c[f"{name}_original"],
-            f"{fmt(c[f'{name}_mean'])} \u00b1 {fmt(c[f'{name}_std'])}",
+            metric_cell(name, c[f"{name}_original"]),
+            f"{console.fmt_metric(name, c[f'{name}_mean'])} \u00b1 {fmt(c[f'{name}_std'])}",
             c["n_seeds"],
             c["rank_original"],
             c["rank_by_mean"],
@@ -351,9 +378,17 @@ def pareto_part(study: optuna.Study, rows: Sequence[TrialRow]) -> list[Block]:
         {t.number for t in members},
         base,
         names[:2],
+        [d.name.lower() for d in study.directions[:2]],
     )
     keys = sorted({k for t in members for k in t.params})
-    body = [[t.number, *t.values, *[t.params.get(k) for k in keys]] for t in members]
+    body = [
+        [
+            t.number,
+            *[metric_cell(n, v) for n, v in zip(names, t.values, strict=False)],
+            *[t.params.get(k) for k in keys],
+        ]
+        for t in members
+    ]
     return [Figure(png_data_uri(fig), "Pareto front"), table(["trial", *names, *keys], body)]
 
 
@@ -373,11 +408,12 @@ def verdict(best: TrialRow | None, base: TrialRow | None, maximize: bool = False
         return ""
     if best.number == base.number:
         return f"No trial beat the baseline's configuration on {key}."
+    shown, base_shown = console.fmt_metric(key, b), console.fmt_metric(key, v)
     if maximize:
-        return f"Trial {best.number} reaches {key} {fmt(b)} against the baseline's {fmt(v)}."
+        return f"Trial {best.number} reaches {key} {shown} against the baseline's {base_shown}."
     return (
-        f"Trial {best.number} reaches {key} {fmt(b)}, "
-        f"{v / b:.3g}\u00d7 lower than the baseline's {fmt(v)}."
+        f"Trial {best.number} reaches {key} {shown}, "
+        f"{v / b:.3g}\u00d7 lower than the baseline's {base_shown}."
     )
 
 
@@ -395,7 +431,7 @@ def trials_table(rows: Sequence[TrialRow], best: TrialRow | None) -> Table:
             [
                 r.number,
                 r.trial.state.name,
-                *[r.metric(k) for k in shown],
+                *[metric_cell(k, r.metric(k)) for k in shown],
                 *[r.trial.params.get(k) for k in keys],
                 r.n_params,
                 seconds,
@@ -459,6 +495,7 @@ def render(study_name: str, parts: dict[str, list[Block]], meta: str) -> str:
 def build_report(study: optuna.Study, reader: Reader, storage: str) -> tuple[str, dict]:
     """The report's HTML, and the summary the champion is registered from."""
     rows = trial_rows(study, reader)
+    objective = (study.metric_names or ["val_mse"])[0]
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     best, base = pick(rows, maximize)
     robust = robust_results(study, reader)
@@ -471,23 +508,23 @@ def build_report(study: optuna.Study, reader: Reader, storage: str) -> tuple[str
     parts = {
         "best": best_part(best, base, maximize, robust),
         "history": [
-            image_or_note(history_image(rows), "optimisation history", "no finished trial")
+            image_or_note(history_image(study), "optimisation history", "no finished trial")
         ],
         "importances": [
             image_or_note(
-                importance_image(study), "parameter importances", "needs 3 or more complete trials"
+                importance_image(study, objective),
+                "parameter importances",
+                "needs 3 or more complete trials",
             )
         ],
         "parallel": [
             image_or_note(
-                parallel_image(rows, best, base), "parallel coordinates", "needs 2 complete trials"
+                parallel_image(rows, best, base, maximize),
+                "parallel coordinates",
+                "needs 2 complete trials",
             )
         ],
-        "predictions": [
-            image_or_note(
-                prediction_image(reader.uri, best, base), "predictions", "no logged model to load"
-            )
-        ],
+        "predictions": predictions_part(study, reader.uri, best, base),
         "pareto": pareto_part(study, rows),
         "trials": [trials_table(rows, best)],
     }

@@ -41,6 +41,11 @@ OURS = "tags.`sweep.kind` LIKE '%'"
 PARENTS = "tags.`sweep.kind` = 'sweep'"
 CHART_SECTION = "sweep-charts"
 RUNS_TO_COMPARE = 500  # MLflow's ceiling for a chart's runs (the UI's default is 10)
+# The chart section's layout, which MLflow keeps in the view state (`columns`, `cardHeight` of a
+# compareRunSections entry). Its default, 3 cards a row beside the runs list, draws each card
+# about 140 px wide at 1400 px: parallel coordinates' labels overlap. One card a row is readable.
+CHART_COLUMNS = 1
+CHART_HEIGHT = 420
 
 
 def runs_url(base: str, experiment_id: str, view: str | None = None) -> str:
@@ -215,6 +220,8 @@ def charts(
         "isReordered": False,
         "deleted": False,
         "isGenerated": False,
+        "columns": CHART_COLUMNS,
+        "cardHeight": CHART_HEIGHT,
     }
     base = {"metricSectionId": CHART_SECTION, "deleted": False, "isGenerated": False}
     parallel = {
@@ -252,17 +259,23 @@ def charts(
 def view_states(
     swept: list[str], objectives: Sequence[tuple[str, str]] = TUTORIAL
 ) -> dict[str, dict[str, Any]]:
-    """The two shared views, in the JSON shape the UI's share button stores."""
+    """The two shared views, in the JSON shape the UI's share button stores.
+
+    Columns: the objective, the trial's state (pruned or failed: MLflow's own status shows both
+    as a red cross), the swept params, then the other metrics; at 1400 px the first few are all
+    that fit beside the run names.
+    """
     first, direction = objectives[0]
-    columns = [column("params", k) for k in swept]
-    columns += [column("metrics", m) for m in metric_columns(objectives)]
-    columns += [column("params", "n_params"), column("tags", "sweep.state")]
+    metrics = [column("metrics", m) for m in metric_columns(objectives)]
+    columns = [metrics[0], column("tags", "sweep.state")]
+    columns += [column("params", k) for k in swept] + metrics[1:]
+    columns += [column("params", "n_params")]
     columns += [column("tags", "sweep.baseline")] if len(objectives) > 1 else []
     cards, sections = charts(swept, objectives)
     nested = {
         "selectedColumns": columns,
         "columnOrder": columns,
-        "runListHidden": False,
+        "runListHidden": True,  # in chart mode: the cards take the width; the table is unaffected
         "runsHiddenMode": "SHOW_ALL",
         "compareRunCharts": cards,
         "compareRunSections": sections,
@@ -302,12 +315,13 @@ def studies(experiments: Experiments, experiment_id: str) -> list[tuple[str, str
 
 
 def curves_url(base: str, experiment_id: str, parent_run_id: str) -> str:
-    """The parent run's chart of every trial's learning curve, opened in the UI."""
+    """The parent run's chart of every trial's learning curve, opened in the UI in
+    model-training mode (without the query MLflow 3 opens the run in GenAI mode)."""
     from sweep.study.summary import LEARNING_CURVES
 
     return (
         f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{parent_run_id}"
-        f"/artifacts/{LEARNING_CURVES}"
+        f"/artifacts/{LEARNING_CURVES}?{urlencode({'workflowType': 'machine_learning'})}"
     )
 
 

@@ -160,16 +160,20 @@ def fmt_minutes(minutes: float | None) -> str:
 
 
 def render(snap: Snapshot, epochs: int, status: str = "") -> list[str]:
-    """The view's lines: progress and pace, the best trial, the running trials (and a status)."""
+    """The view's lines: progress with pace and time left, the trials by state, the best trial,
+    the running trials (and a status). Each fits 80 columns (a longer line is cut, not
+    wrapped), so the pace and time left come before the counts, not after them."""
     pace = f"{snap.pace:.1f} trials/min" if snap.pace else "- trials/min"
     lines = [
-        f"study {snap.name}  {snap.done}/{snap.target} finished: {snap.complete} complete, "
-        f"{snap.pruned} pruned, {snap.failed} failed, {len(snap.running)} running  |  "
-        f"{pace}, {fmt_minutes(snap.minutes_left)} left"
+        f"study {snap.name}  {snap.done}/{snap.target} finished  |  "
+        f"{pace}, {fmt_minutes(snap.minutes_left)} left",
+        f"trials  {snap.complete} complete, {snap.pruned} pruned, {snap.failed} failed, "
+        f"{len(snap.running)} running",
     ]
     if snap.best is not None:
         lines.append(
-            f"best  trial {snap.best.number}  {snap.metric}={snap.best.values[0]:.3e}  "
+            f"best  trial {snap.best.number}  "
+            f"{snap.metric}={console.fmt_metric(snap.metric, snap.best.values[0])}  "
             f"{console.fmt_params(snap.best.params)}"
         )
     else:

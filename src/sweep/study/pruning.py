@@ -39,6 +39,8 @@ from optuna.pruners import (
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from sweep.core.errors import ConfigError
+
 if TYPE_CHECKING:
     from sweep.train.loop import EpochLog
 
@@ -46,6 +48,17 @@ FLUSH_SECONDS = 2.0
 LOSSES_ATTR = "val_loss_by_epoch"  # the median rule's per-epoch losses, on each trial
 # Exact types: a subclass (a user's own pruner) may write as it decides.
 _READ_ONLY = (MedianPruner, PercentilePruner, ThresholdPruner, NopPruner, WilcoxonPruner)
+
+
+def check_direction(pruner: optuna.pruners.BasePruner, directions: list[StudyDirection]) -> None:
+    """Refuse a pruner that would rank the losses backwards: one that writes as it decides is
+    Optuna's own code, which reads losses in the study's direction, wrong when it maximizes."""
+    if len(directions) == 1 and directions[0] == StudyDirection.MAXIMIZE and not reads_only(pruner):
+        raise ConfigError(
+            f"search.pruner: {type(pruner).__name__} ranks each epoch's validation loss in the "
+            "study's direction, and this study maximizes; use search/pruner=median, percentile "
+            "or wilcoxon (they rank losses lowest-first), or search/pruner=none"
+        )
 
 
 def reads_only(pruner: optuna.pruners.BasePruner) -> bool:
@@ -57,11 +70,17 @@ def reads_only(pruner: optuna.pruners.BasePruner) -> bool:
 
 
 class Snapshot:
-    """The study as a read-only pruner sees it, fixed when a trial starts."""
+    """The study as a read-only pruner sees it, fixed when a trial starts.
+
+    Its direction is MINIMIZE whatever the objective's: the values a pruner compares are
+    validation losses, lower being better even when the study maximizes val_accuracy (read with
+    the study's own direction, a median pruner would stop the trials with the lowest losses).
+    """
 
     def __init__(self, study: optuna.Study) -> None:
-        self.directions = study.directions
-        self.direction = study.directions[0]
+        self.direction = StudyDirection.MINIMIZE
+        self.directions = [self.direction]
+        self.objective_direction = study.directions[0]
         self.trials = study.get_trials(deepcopy=False)
 
     def get_trials(
@@ -74,7 +93,7 @@ class Snapshot:
         complete = self.get_trials(states=(TrialState.COMPLETE,))
         if not complete:
             raise ValueError("no trial is complete yet")
-        pick = max if self.direction == StudyDirection.MAXIMIZE else min
+        pick = max if self.objective_direction == StudyDirection.MAXIMIZE else min
         return pick(complete, key=lambda t: t.value)
 
 

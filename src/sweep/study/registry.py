@@ -103,9 +103,9 @@ def prediction_table(xs: np.ndarray, pred: np.ndarray) -> str:
     return "\n".join(rows)
 
 
-def _number(text: str | None) -> str:
+def _number(name: str, text: str | None) -> str:
     try:
-        return f"{float(text):.3e}"
+        return console.fmt_metric(name, float(text))
     except (TypeError, ValueError):
         return "?"
 
@@ -130,15 +130,28 @@ def predict_command(
         printable(
             f"models:/{model}@{alias} = version {mv.version} "
             f"(study {mv.tags.get('study', '?')}, trial {mv.tags.get('trial', '?')}, "
-            f"recorded {objective} {_number(mv.tags.get(objective))})"
+            f"recorded {objective} {_number(objective, mv.tags.get(objective))})"
         )
     )
     if csv is not None:
         console.say(csv_predictions(store, mv.run_id, loaded, csv))
         return EXIT_OK
-    xs = np.asarray(x or DEFAULT_X, dtype=np.float64)
+    xs = one_input_rows(loaded, x, f"models:/{model}@{alias}")
     console.say(prediction_table(xs, predict(loaded, xs)))
     return EXIT_OK
+
+
+def one_input_rows(model: Any, x: list[float] | None, name: str) -> np.ndarray:
+    """`--x` (or -6..6) as rows of one input each; one line naming the model's input shape when
+    it takes more (Keras would raise a 30-line ValueError about incompatible shapes)."""
+    shape = tuple(model.inputs[0].shape)
+    if shape[-1] != 1:
+        given = f"--x gives {len(x)} values" if x else "without --x, predict gives -6..6"
+        raise ConfigError(
+            f"{given}, one input per row, but {name} takes {shape[-1]} inputs per row "
+            f"(input shape {shape}); pass its rows with --csv FILE"
+        )
+    return np.asarray(x or DEFAULT_X, dtype=np.float64)
 
 
 def csv_predictions(store: Store, run_id: str, model: Any, path: str) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.config.checks import flatten
@@ -28,6 +29,7 @@ from sweep.core.objects import build, resolve, targets
 from sweep.core.secrets import mask_url
 from sweep.core.sqlite import sqlite_path
 from sweep.study import budget, warmstart
+from sweep.study.pruning import check_direction
 from sweep.study.storage import check_storage, make_storage, setup_lock
 from sweep.tracking import NullTracker, Tracker, check_reachable, make_tracker
 
@@ -126,21 +128,41 @@ def study_storage(
     return make_storage(cfg, _on_stale_trial(tracker))
 
 
+LOST = "worker lost: no heartbeat"
+# What a run whose trial was failed carries, whatever its worker wrote before it died.
+SUPERSEDED = {"sweep.state": TrialState.FAIL.name}
+
+
 def _on_stale_trial(tracker: Tracker | NullTracker | None):  # noqa: ANN202
     """Close a dead worker's MLflow run and enqueue its parameters again (once).
 
-    A run closed FINISHED is marked KILLED too: its worker died (or lost its storage) before
-    the trial's end was stored, so the retry, not this run, is the trial's record.
+    A run closed FINISHED (or KILLED as pruned) is marked KILLED with `sweep.state=FAIL` too:
+    its worker died (or lost its storage) before the trial's end was stored, so the retry, not
+    this run, is the trial's record.
     """
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
 
     def callback(study: optuna.Study, trial: FrozenTrial) -> None:
-        run_id = trial.user_attrs.get(RUN_ATTR)
-        if tracker is not None and run_id:
-            tracker.terminate(run_id, "KILLED", "worker lost: no heartbeat", over=("FINISHED",))
+        if tracker is not None:
+            for run_id in trial_run_ids(study, trial, tracker):
+                tracker.terminate(run_id, "KILLED", LOST, ("FINISHED", "KILLED"), SUPERSEDED)
         retry(study, trial)
 
     return callback
+
+
+def trial_run_ids(
+    study: optuna.Study, trial: FrozenTrial, tracker: Tracker | NullTracker
+) -> list[str]:
+    """The trial's MLflow runs: the one named on it, and any found by their tags under the
+    parent. A worker that died between creating its run and naming it on the trial left one
+    only the tags find (a retry also inherits its original's name for a while)."""
+    named = [trial.user_attrs[RUN_ATTR]] if trial.user_attrs.get(RUN_ATTR) else []
+    parent = study.user_attrs.get(PARENT_ATTR)
+    if not parent or not tracker.enabled:
+        return named
+    runs = tracker.child_runs(parent, tags={"sweep.trial": trial.number, "sweep.kind": "trial"})
+    return list(dict.fromkeys(named + [run.info.run_id for run in runs]))
 
 
 def open_sweep(cfg: DictConfig, overrides: Sequence[str] = ()) -> Sweep:
@@ -206,9 +228,8 @@ def close_orphan_runs(sweep: Sweep) -> None:
         trial = trials.get(int(number)) if number is not None else None
         if number is not None and (trial is None or trial.state != TrialState.RUNNING):
             why = trial.user_attrs.get("fail_reason") if trial else None
-            sweep.tracker.terminate(
-                run.info.run_id, "KILLED", why or "worker lost before its trial ended"
-            )
+            why = why or "worker lost before its trial ended"
+            sweep.tracker.terminate(run.info.run_id, "KILLED", why, tags=SUPERSEDED)
 
 
 def _create_or_load(
@@ -222,6 +243,7 @@ def _create_or_load(
         "sampler": build(cfg.search.sampler, "search.sampler"),
         "pruner": build(cfg.search.pruner, "search.pruner"),
     }
+    check_direction(kwargs["pruner"], [StudyDirection[d.upper()] for _, d in objectives(cfg)])
     created = False
     try:
         study = optuna.load_study(**kwargs)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from sweep.config.checks import TASK_LOSSES
 from sweep.core import console
 from sweep.study.budget import STOPPED_ATTR
 from sweep.study.pareto import front, front_rows
@@ -17,6 +18,9 @@ from sweep.study.registry import register_champion, register_front
 from sweep.study.storage import storage_answers
 from sweep.study.study import FINISHED, RUN_ATTR, Sweep, best_trial, counts
 from sweep.train import plots
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 LEARNING_CURVES = "plots/learning_curves.png"  # on the parent run: every trial's loss by epoch
 
@@ -66,7 +70,7 @@ def summarize(sweep: Sweep, record: bool = True) -> dict[str, Any]:
         parent.flush()
     _summary_plots(parent, study)
     if len(names) > 1:
-        _pareto_plot(parent, study, names)
+        _pareto_plot(parent, study, sweep.objectives)
     return summary
 
 
@@ -93,6 +97,52 @@ def conclude(
     return summary
 
 
+def fixed_config(study: optuna.Study) -> dict[str, Any]:
+    """The config every trial shares, as the study recorded it when created (empty before)."""
+    fixed = study.user_attrs.get("fixed_config")
+    return fixed if isinstance(fixed, dict) else {}
+
+
+def trained_loss(fixed: dict[str, Any]) -> str:
+    """The loss the trials trained on, from the study's record (plain reads: a record on a
+    shared store is data, never resolved); null means the task's default, as in `loss_name`."""
+    trainer, data = fixed.get("trainer"), fixed.get("data")
+    loss = trainer.get("loss") if isinstance(trainer, dict) else None
+    task = str(data.get("task")) if isinstance(data, dict) else "regression"
+    return str(loss or TASK_LOSSES.get(task, TASK_LOSSES["regression"])[0])
+
+
+def history_plot(study: optuna.Study) -> Figure | None:
+    """Each finished trial on the first objective, and the best so far by its direction: the
+    parent run's plots/optimization_history.png and the report's history."""
+    objective = (study.metric_names or ["val_mse"])[0]
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    trials = study.get_trials(deepcopy=False, states=FINISHED)
+    points = history_points(trials, objective, trained_loss(fixed_config(study)))
+    if not points:
+        return None
+    return plots.history_figure(*zip(*points, strict=True), objective, maximize)
+
+
+def history_points(
+    trials: list[FrozenTrial], objective: str, loss: str
+) -> list[tuple[int, float, str]]:
+    """(number, value, state) of each finished trial on the objective's scale.
+
+    A pruned trial's value is its last reported validation loss; it shares the objective's
+    scale only when the objective is that loss (val_mse trained on mse), so under another
+    objective (val_accuracy, a cross-entropy loss) a pruned trial has no point to draw.
+    """
+    comparable = objective == f"val_{loss}"
+    points = []
+    for t in trials:
+        if t.state == TrialState.COMPLETE and t.values is not None:
+            points.append((t.number, t.values[0], t.state.name))
+        elif t.state == TrialState.PRUNED and comparable and t.intermediate_values:
+            points.append((t.number, t.intermediate_values[max(t.intermediate_values)], "PRUNED"))
+    return points
+
+
 def _summary_plots(parent: Any, study: optuna.Study) -> None:
     finished = [
         t
@@ -101,15 +151,10 @@ def _summary_plots(parent: Any, study: optuna.Study) -> None:
     ]
     if not finished:
         return
-    values = [
-        t.values[0] if t.values is not None else list(t.intermediate_values.values())[-1]
-        for t in finished
-    ]
-    fig = plots.history_figure(
-        [t.number for t in finished], values, [t.state.name for t in finished]
-    )
-    parent.log_figure(fig, "plots/optimization_history.png")
-    plots.close(fig)
+    fig = history_plot(study)
+    if fig is not None:
+        parent.log_figure(fig, "plots/optimization_history.png")
+        plots.close(fig)
     _learning_curves(parent, study, finished)
     if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) >= 3:
         try:
@@ -121,7 +166,7 @@ def _summary_plots(parent: Any, study: optuna.Study) -> None:
         except (RuntimeError, ValueError):
             return
         parent.log_json(importances, "param_importances.json")
-        fig = plots.importance_figure(importances)
+        fig = plots.importance_figure(importances, (study.metric_names or ["val_mse"])[0])
         parent.log_figure(fig, "plots/param_importances.png")
         plots.close(fig)
 
@@ -141,15 +186,16 @@ def _learning_curves(parent: Any, study: optuna.Study, finished: list[FrozenTria
     plots.close(fig)
 
 
-def _pareto_plot(parent: Any, study: optuna.Study, names: list[str]) -> None:
+def _pareto_plot(parent: Any, study: optuna.Study, objectives: list[tuple[str, str]]) -> None:
     """The first two objectives of every complete trial, the front joined, the baseline marked."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return
     on_front = {t.number for t in front(study)}
     base = next((t.number for t in complete if t.user_attrs.get("baseline")), None)
+    names, directions = zip(*objectives[:2], strict=True)
     fig = plots.pareto_figure(
-        [(t.number, t.values[0], t.values[1]) for t in complete], on_front, base, names[:2]
+        [(t.number, t.values[0], t.values[1]) for t in complete], on_front, base, names, directions
     )
     parent.log_figure(fig, "plots/pareto_front.png")
     plots.close(fig)
@@ -185,13 +231,14 @@ def summary_text(summary: dict[str, Any]) -> str:
         name = champion.get("objective", "val_mse")
         lines.append(
             f"champion (best mean over {champion['n_seeds']} new seeds): trial "
-            f"{champion['trial']}  {name}={champion[f'{name}_mean']:.3e} "
+            f"{champion['trial']}  {name}={console.fmt_metric(name, champion[f'{name}_mean'])} "
             f"+/- {champion[f'{name}_std']:.1e}"
         )
     if summary["best_trial"] is not None:
         lines.append(
             f"best: trial {summary['best_trial']}  "
-            f"{summary['objective']}={summary['best_value']:.3e}  "
+            f"{summary['objective']}="
+            f"{console.fmt_metric(summary['objective'], summary['best_value'])}  "
             f"{console.fmt_params(summary['best_params'])}  run {summary['best_run_id'] or '-'}"
         )
     return "\n".join(lines)

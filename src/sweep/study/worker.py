@@ -141,12 +141,14 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, view: View | None = None) -> Tr
             tracked_run(*_run_spec(sweep, trial), failed_tags={"sweep.state": "FAIL"}) as run,
             storage_kept(sweep.cfg.search.storage),  # innermost: the run's reason names the fault
         ):
+            fault("run-created")
             if run.run_id:
                 trial.set_user_attr(RUN_ATTR, run.run_id)
             result = execute(cfg, run, sweep.overrides, hooks)
             prune.flush()  # the trial's values stored before it is told
             outcome = Outcome.of(result, [name for name, _ in sweep.objectives])
             run.close_as(MLFLOW_STATUS[outcome.state], {"sweep.state": outcome.state.name})
+        fault("run-closed")
     except Diverged as exc:
         outcome = Outcome(TrialState.FAIL, reason=str(exc))
     except optuna.exceptions.UpdateFinishedTrialError:
@@ -169,6 +171,17 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, view: View | None = None) -> Tr
     seconds = time.perf_counter() - start
     view.trial_done(sweep, trial, outcome, seconds, run.run_id)
     return outcome.state
+
+
+FAULT_ENV = "SWEEP_FAULT"
+
+
+def fault(point: str) -> None:
+    """Die here at once, as a SIGKILL would, when $SWEEP_FAULT names `point`: the fault tests'
+    way to stop a worker exactly between two writes of different stores (tests/e2e/test_windows.py).
+    """
+    if os.environ.get(FAULT_ENV) == point:
+        os._exit(137)
 
 
 def _run_spec(sweep: Sweep, trial: optuna.Trial) -> tuple[Any, str, str | None, dict[str, Any]]:

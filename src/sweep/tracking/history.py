@@ -46,6 +46,20 @@ class Reader:
         except ConfigError:
             return None
 
+    def runs_starting(self, prefix: str, limit: int) -> list[Any]:
+        """Up to `limit` live runs of any experiment whose id begins with `prefix` (hex digits,
+        so safe in the filter): what a short id, as the trial lines print it, may name."""
+        experiments = [e.experiment_id for e in self.client.search_experiments()]
+        if not experiments:
+            return []
+        return list(
+            self.client.search_runs(
+                experiments,
+                filter_string=f"attributes.run_id LIKE '{prefix}%'",
+                max_results=limit,
+            )
+        )
+
     def artifact_names(self, run: Any) -> set[str]:
         """Top-level artifact paths of a run; one line when its artifacts cannot be read."""
         local = local_artifact_dir(run.info.artifact_uri)

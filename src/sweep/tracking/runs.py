@@ -401,23 +401,36 @@ class Tracker:
         self.client.update_run(run_id, status="RUNNING")
 
     def terminate(
-        self, run_id: str, status: str, reason: str | None = None, over: tuple[str, ...] = ()
+        self,
+        run_id: str,
+        status: str,
+        reason: str | None = None,
+        over: tuple[str, ...] = (),
+        tags: dict[str, Any] | None = None,
     ) -> None:
-        """Close a run another (dead) process left RUNNING (or closed in a status of `over`)."""
+        """Close a run another (dead) process left RUNNING (or closed in a status of `over`);
+        `tags` overwrite what that process wrote last (a `sweep.state` it never got to tell)."""
         try:
             if self.client.get_run(run_id).info.status in set(TERMINAL) - set(over):
                 return
-            if reason:
-                self.client.set_tag(run_id, "fail_reason", mask_text(reason))
+            labels = {**(tags or {}), **({"fail_reason": reason} if reason else {})}
+            if labels:
+                self.client.log_batch(
+                    run_id, tags=[RunTag(k, v) for k, v in str_tags(labels).items()]
+                )
             self.client.set_terminated(run_id, status)
         except MlflowException:
             pass
 
-    def child_runs(self, parent_run_id: str, status: str | None = None) -> list:
-        """The runs nested under a parent, optionally only those in one status."""
+    def child_runs(
+        self, parent_run_id: str, status: str | None = None, tags: dict[str, Any] | None = None
+    ) -> list:
+        """The runs nested under a parent, optionally only those in one status or with `tags`."""
         query = f"tags.mlflow.parentRunId = '{parent_run_id}'"
         if status:
             query += f" and attributes.status = '{status}'"
+        for key, value in str_tags(tags).items():
+            query += f" and tags.`{key}` = '{value}'"
         return self.client.search_runs([self.experiment_id], query, max_results=10000)
 
 
@@ -447,11 +460,18 @@ class NullTracker:
 
     def reopen(self, run_id: str) -> None: ...
 
-    def child_runs(self, parent_run_id: str, status: str | None = None) -> list:
+    def child_runs(
+        self, parent_run_id: str, status: str | None = None, tags: dict[str, Any] | None = None
+    ) -> list:
         return []
 
     def terminate(
-        self, run_id: str, status: str, reason: str | None = None, over: tuple[str, ...] = ()
+        self,
+        run_id: str,
+        status: str,
+        reason: str | None = None,
+        over: tuple[str, ...] = (),
+        tags: dict[str, Any] | None = None,
     ) -> None: ...
 
 

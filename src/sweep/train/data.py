@@ -1,15 +1,18 @@
 """Train/validation/test arrays for every problem the config can name. numpy only: no Keras.
 
 Each data set is a function returning a `Dataset`, named in conf/data/*.yaml by `_target_`:
-`sine` (the tutorial), `from_csv` (a file of the user's), `diabetes` and `digits` (shipped inside
-scikit-learn's wheel: nothing is downloaded). A user's own function (trusted by
-`trusted_modules`) may return a `Dataset` (see `from_arrays`) or a plain `(x, y)` pair.
+`sine` (the tutorial), `from_csv` (a file of the user's), `diabetes`, `digits` and
+`digits_images` (shipped inside scikit-learn's wheel: nothing is downloaded), `sine_sequence`
+(windows of a noisy sine). A user's own function (trusted by `trusted_modules`) may return a
+`Dataset` (see `from_arrays`) or a plain `(x, y)` pair. Inputs keep their shape: a table is
+[n, features], images [n, height, width, channels], sequences [n, steps, channels].
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ TASKS = ("regression", "classification")
 
 @dataclass(frozen=True)
 class Split:
-    """Inputs as float32 [n, features]; targets float32 [n, outputs], or int32 labels [n]."""
+    """Inputs as float32 [n, *input_shape]; targets float32 [n, outputs], or int32 labels [n]."""
 
     x: np.ndarray
     y: np.ndarray
@@ -51,8 +54,14 @@ class Dataset:
     scaling: dict[str, list[float]] = field(default_factory=dict)
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One example's shape, what a builder's `keras.Input(shape=...)` says: (64,), (8, 8, 1)."""
+        return tuple(int(d) for d in self.train.x.shape[1:])
+
+    @property
     def input_dim(self) -> int:
-        return int(self.train.x.shape[1])
+        """Values per example: the MLP's input width (the tutorial's records name it)."""
+        return math.prod(self.input_shape)
 
     @property
     def output_dim(self) -> int:
@@ -90,10 +99,13 @@ def from_arrays(
     seed: int = 0,
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
-    standardize: bool = True,
+    standardize: bool | str = True,
     source: dict[str, Any] | None = None,
+    shuffle: bool = True,
 ) -> Dataset:
-    """A seeded shuffle split of (x, y); standardisation is fitted on the training split only."""
+    """A seeded shuffle split of (x, y) (in order with `shuffle=False`: a time series' windows
+    overlap, so shuffling would put the validation set's values inside training windows);
+    standardisation (`standardize_axes`) is fitted on the training split only."""
     if task not in TASKS:
         raise ConfigError(f"task={task!r} is not one of: {', '.join(TASKS)}")
     x, y = _as_inputs(x), _as_targets(y, task)
@@ -106,19 +118,38 @@ def from_arrays(
             f"val_fraction={val_fraction} and test_fraction={test_fraction} leave no "
             f"training or validation rows out of {n}"
         )
-    perm = np.random.default_rng(seed).permutation(n)
-    parts = np.split(perm, [n - n_val - n_test, n - n_test])
+    axes = standardize_axes(standardize, x.ndim)
+    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+    parts = np.split(order, [n - n_val - n_test, n - n_test])
     splits = [Split(x[p], y[p]) for p in parts]
     scaling: dict[str, list[float]] = {}
-    if standardize:
-        splits, scaling = _standardized(splits, task)
+    if axes is not None:
+        splits, scaling = _standardized(splits, task, axes)
     n_classes = int(y.max()) + 1 if task == "classification" else 0
     return Dataset(*splits, task=task, n_classes=n_classes, source=source or {}, scaling=scaling)
 
 
+def standardize_axes(standardize: bool | str, ndim: int) -> tuple[int, ...] | None:
+    """The axes the mean and std are taken over, or None for no standardisation.
+
+    true or "feature": each input value by its own (a table's columns, each pixel); "channel": one
+    mean and std per last-axis channel (images, sequences); false or "off": none.
+    """
+    if not (isinstance(standardize, bool) or standardize in ("feature", "channel", "off")):
+        raise ConfigError(
+            f"data.standardize={standardize!r} is not one of: true, feature, channel, off, false"
+        )
+    if standardize in (False, "off"):
+        return None
+    if standardize == "channel" and ndim > 2:
+        return tuple(range(ndim - 1))
+    return (0,)
+
+
 def _as_inputs(x: Any) -> np.ndarray:
+    """Float32 with each example's own shape; a flat vector of scalars becomes one column."""
     x = np.asarray(x, dtype=np.float32)
-    return x.reshape(len(x), -1)
+    return x.reshape(len(x), 1) if x.ndim == 1 else x
 
 
 def _as_targets(y: Any, task: str) -> np.ndarray:
@@ -133,10 +164,12 @@ def _as_targets(y: Any, task: str) -> np.ndarray:
     return labels.astype(np.int32)
 
 
-def _standardized(splits: list[Split], task: str) -> tuple[list[Split], dict[str, list[float]]]:
-    """Inputs (and regression targets) scaled by the training split's mean and std."""
+def _standardized(
+    splits: list[Split], task: str, axes: tuple[int, ...] = (0,)
+) -> tuple[list[Split], dict[str, list[float]]]:
+    """Inputs (over `axes`) and regression targets scaled by the training split's mean and std."""
     train = splits[0]
-    x_mean, x_std = train.x.mean(axis=0), _std(train.x)
+    x_mean, x_std = train.x.mean(axis=axes), _std(train.x, axes)
     scaling = {"x_mean": x_mean.tolist(), "x_std": x_std.tolist()}
     y_mean = y_std = None
     if task == "regression":
@@ -150,8 +183,8 @@ def _standardized(splits: list[Split], task: str) -> tuple[list[Split], dict[str
     return out, scaling
 
 
-def _std(a: np.ndarray) -> np.ndarray:
-    std = a.std(axis=0)
+def _std(a: np.ndarray, axes: tuple[int, ...] = (0,)) -> np.ndarray:
+    std = a.std(axis=axes)
     return np.where(std > 0, std, 1.0).astype(np.float32)  # a constant column stays as it is
 
 
@@ -240,12 +273,49 @@ def digits(**split: Any) -> Dataset:
     return _bundled("load_digits", "classification", **split)
 
 
-def _bundled(loader: str, task: str, **split: Any) -> Dataset:
+def digits_images(**split: Any) -> Dataset:
+    """The same 1,797 digits as 8x8x1 images (pixels 0-16), for a convolutional model."""
+    return _bundled("load_digits", "classification", (8, 8, 1), **split)
+
+
+def _bundled(loader: str, task: str, shape: tuple[int, ...] = (-1,), **split: Any) -> Dataset:
     """A data set that ships inside scikit-learn's wheel (nothing is downloaded), split."""
     import sklearn.datasets
 
     x, y = getattr(sklearn.datasets, loader)(return_X_y=True)
-    return from_arrays(x, y, task, **split)
+    return from_arrays(x.reshape(len(x), *shape), y, task, **split)
+
+
+# --------------------------------------------------------------------------- a time series
+
+
+def sine_sequence(
+    n_points: int = 3000,
+    period: float = 50.0,
+    noise: float = 0.1,
+    window: int = 32,
+    horizon: int = 1,
+    seed: int = 0,
+    **split: Any,
+) -> Dataset:
+    """A noisy sine, cut into windows: `window` past values [window, 1] -> the next `horizon`.
+
+    Split in time order (train, then validation, then test): the windows overlap, so a shuffled
+    split would show the model the values it is validated on.
+    """
+    if window < 1 or horizon < 1 or n_points < window + horizon + 3:
+        raise ConfigError(
+            f"data: n_points={n_points} cannot hold windows of {window} + horizon {horizon}"
+        )
+    t = np.arange(n_points, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    series = np.sin(2 * np.pi * t / period) + noise * rng.normal(size=n_points)
+    n = n_points - window - horizon + 1
+    index = np.arange(n)[:, None]
+    x = series[index + np.arange(window)][..., None]
+    y = series[index + window + np.arange(horizon)]
+    split.setdefault("standardize", "channel")
+    return from_arrays(x, y, "regression", seed=seed, shuffle=False, **split)
 
 
 # --------------------------------------------------------------------------- any of the above

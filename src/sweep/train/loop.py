@@ -76,6 +76,18 @@ def loss_function(name: str) -> Callable:
     return functions[name]
 
 
+def keras_loss(name: str) -> keras.losses.Loss:
+    """The same loss as a Keras Loss object, for `model.compile`: a lambda there would make the
+    compiled model unsaveable (MLflow logs it with its compile config)."""
+    losses = {
+        "mse": keras.losses.MeanSquaredError,
+        "mae": keras.losses.MeanAbsoluteError,
+        "huber": keras.losses.Huber,
+        "crossentropy": lambda: keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    }
+    return losses[name]()
+
+
 _configured = False
 _frozen = False
 
@@ -91,6 +103,21 @@ def configure_tensorflow(threads: int | None = None, deterministic: bool = True)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     _configured = True
+
+
+def set_precision(precision: str = "float32") -> None:
+    """Keras's global dtype policy for the models built next.
+
+    Under a mixed policy the layers compute in 16 bits with float32 weights; the compiled loop
+    has no loss scaling, so such a model trains through model.fit, which adds it (said once).
+    """
+    keras.config.set_dtype_policy(precision)
+
+
+def device() -> str:
+    """The device a run trains on: the first GPU when TensorFlow sees one, else the CPU."""
+    gpus = tf.config.list_logical_devices("GPU")
+    return (gpus or tf.config.list_logical_devices("CPU"))[0].name
 
 
 def reset_state(seed: int) -> None:
@@ -130,7 +157,7 @@ def _epoch_function(
 ) -> Callable:
     """Build the compiled epoch: gather a permutation, step through mini-batches, validate.
 
-    The full batches are reshaped to a static [n_batches, batch_size, features] block, so every
+    The full batches are reshaped to a static [n_batches, batch_size, *input_shape] block, so every
     step has static shapes and Grappler folds the shape arithmetic out of the loop (about 20%
     fewer ops per step than slicing with dynamic bounds); a partial last batch gets one more step.
     """
@@ -156,7 +183,7 @@ def _batches(x: Any, y: Any, perm: Any, batch_size: int) -> tuple[Any, Any, tupl
     blocks, and the partial last batch (x, y), or None when the batches come out even."""
     full, rest = divmod(x.shape[0], batch_size)
     xs, ys = tf.gather(x, perm), tf.gather(y, perm)
-    xb = tf.reshape(xs[: full * batch_size], (full, batch_size, x.shape[1]))
+    xb = tf.reshape(xs[: full * batch_size], (full, batch_size, *x.shape[1:]))
     yb = tf.reshape(ys[: full * batch_size], (full, batch_size, *y.shape[1:]))
     return xb, yb, (xs[full * batch_size :], ys[full * batch_size :]) if rest else None
 
@@ -447,8 +474,7 @@ class _fit_epochs:  # noqa: N801 - called like the function it replaces
     """Keras's own `fit`, one epoch per call on our permutation: same losses, hooks and seeds."""
 
     def __init__(self, s: _Setup) -> None:
-        fn = loss_function(s.loss)
-        s.model.compile(optimizer=s.optimizer, loss=lambda y, p: fn(y, p), jit_compile=False)
+        s.model.compile(optimizer=s.optimizer, loss=keras_loss(s.loss), jit_compile=False)
         self.model, self.data, self.batch_size = s.model, s.data, s.batch_size
 
     def __call__(self, perm: np.ndarray) -> tuple[float, float]:

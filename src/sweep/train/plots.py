@@ -153,6 +153,43 @@ def confusion_figure(labels: np.ndarray, logits: np.ndarray, title: str = "valid
     return fig
 
 
+def misclassified_figure(
+    images: np.ndarray, labels: np.ndarray, logits: np.ndarray, most: int = 16
+) -> Figure:
+    """Up to `most` images the model got wrong, each titled true -> predicted: what the confusion
+    matrix counts, seen (a smudged 7, a 1 drawn like a 7)."""
+    predicted = np.argmax(logits, axis=1)
+    wrong = np.flatnonzero(predicted != np.asarray(labels).ravel())[:most]
+    cols = 8
+    rows = max(1, -(-len(wrong) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.5 * rows + 0.5), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), wrong, strict=False):
+        ax.imshow(images[i][..., 0] if images.shape[-1] == 1 else images[i], cmap="gray_r")
+        ax.set_title(f"{int(labels[i])} -> {predicted[i]}", fontsize=8, color="crimson")
+    total = int((predicted != np.asarray(labels).ravel()).sum())
+    fig.suptitle(f"misclassified (validation): {len(wrong)} of {total} shown, true -> predicted")
+    fig.tight_layout()
+    return fig
+
+
+def forecast_figure(y: np.ndarray, pred: np.ndarray, most: int = 300) -> Figure:
+    """The next value predicted against the actual one, along the validation split in time order
+    (the sequence data sets split in time): where the forecast lags or flattens is visible."""
+    y, pred = np.asarray(y).reshape(len(y), -1), np.asarray(pred).reshape(len(pred), -1)
+    n = min(len(y), most)
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.plot(range(n), y[:n, 0], color="black", lw=1.2, label="actual")
+    ax.plot(range(n), pred[:n, 0], color="tab:orange", lw=1.2, label="forecast")
+    ax.set(xlabel="validation window (time order)", ylabel="next value (standardised)")
+    ax.set_title("forecast vs actual (validation)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 def problem_pngs(
     task: str,
     x: np.ndarray,
@@ -161,12 +198,17 @@ def problem_pngs(
     train_loss: Sequence[float],
     val_loss: Sequence[float],
 ) -> dict[str, bytes]:
-    """A run's plots for any problem but the tutorial's: what fits the task, and the losses."""
+    """A run's plots for any problem but the tutorial's: what fits the task and the inputs'
+    shape (misclassified images, a sequence's forecast), and the losses."""
     if task == "classification":
         figs = {"plots/confusion.png": confusion_figure(y, pred)}
+        if x.ndim == 4:  # images [n, height, width, channels]
+            figs["plots/misclassified.png"] = misclassified_figure(x, y, pred)
         ylabel = "cross-entropy"
     else:
         figs = {"plots/prediction.png": regression_figure(y, pred)}
+        if x.ndim == 3:  # sequences [n, steps, channels]
+            figs["plots/forecast.png"] = forecast_figure(y, pred)
         ylabel = "loss"
     figs["plots/loss.png"] = loss_figure(train_loss, val_loss, ylabel=ylabel)
     out = {path: _png(fig) for path, fig in figs.items()}
@@ -182,9 +224,13 @@ def _png(fig: Figure) -> bytes:
 
 
 def history_figure(
-    numbers: Sequence[int], values: Sequence[float], states: Sequence[str]
+    numbers: Sequence[int],
+    values: Sequence[float],
+    states: Sequence[str],
+    metric: str = "val_mse",
+    maximize: bool = False,
 ) -> Figure:
-    """Each trial's validation MSE and the best so far: is the study still improving?"""
+    """Each trial's objective and the best so far (the max when maximising): still improving?"""
     fig, ax = plt.subplots(figsize=(7, 4))
     numbers, values = np.asarray(numbers), np.asarray(values, dtype=float)
     complete = np.array([s == "COMPLETE" for s in states])
@@ -193,20 +239,35 @@ def history_figure(
         ax.scatter(
             numbers[~complete], values[~complete], s=18, marker="x", label="pruned (last value)"
         )
-    best = np.fmin.accumulate(np.where(complete, values, np.inf))
+    worst = -np.inf if maximize else np.inf
+    running = np.fmax if maximize else np.fmin
+    best = running.accumulate(np.where(complete, values, worst))
     ax.step(
         numbers,
         np.where(np.isfinite(best), best, np.nan),
         where="post",
         color="tab:red",
-        label="best",
+        label=f"best so far ({'max' if maximize else 'min'})",
     )
-    ax.set_yscale("log")
+    if _wide(values):
+        ax.set_yscale("log")
     ax.set_xlabel("trial")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("validation MSE")
-    ax.set_title("optimisation history")
+    ax.set_ylabel(metric)
+    ax.set_title(f"optimisation history ({_better(maximize)} is better)")
     return _finished(fig, ax)
+
+
+def _wide(values: Sequence[float]) -> bool:
+    """Positive values spanning more than a decade (a loss) read best on a log scale; a score
+    such as accuracy (0.4 to 0.95) on a linear one."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    return bool(finite.size) and finite.min() > 0 and finite.max() / finite.min() > 10
+
+
+def _better(maximize: bool) -> str:
+    return "higher" if maximize else "lower"
 
 
 def learning_curves_figure(
@@ -239,8 +300,10 @@ def pareto_figure(
     on_front: set[int],
     baseline: int | None,
     names: Sequence[str],
+    directions: Sequence[str] = ("minimize", "minimize"),
 ) -> Figure:
-    """Two objectives of every trial (numbered), the Pareto front joined, the baseline marked."""
+    """Two objectives of every trial (numbered), the Pareto front joined, the baseline marked;
+    each axis says which way is better."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     rest = [p for p in points if p[0] not in on_front]
     best = sorted((p for p in points if p[0] in on_front), key=lambda p: p[1])
@@ -260,20 +323,22 @@ def pareto_figure(
             zorder=3,
             label=f"baseline (trial {base[0]})",
         )
-    if all(p[1] > 0 for p in points):
+    if _wide([p[1] for p in points]):
         ax.set_xscale("log")
-    ax.set_xlabel(names[0])
-    ax.set_ylabel(names[1])
+    if _wide([p[2] for p in points]):
+        ax.set_yscale("log")
+    ax.set_xlabel(f"{names[0]} ({_better(directions[0] == 'maximize')} is better)")
+    ax.set_ylabel(f"{names[1]} ({_better(directions[1] == 'maximize')} is better)")
     ax.set_title("Pareto front")
     return _finished(fig, ax)
 
 
-def importance_figure(importances: dict[str, float]) -> Figure:
-    """Horizontal bars of each swept parameter's importance (fANOVA), largest on top."""
+def importance_figure(importances: dict[str, float], metric: str = "val_mse") -> Figure:
+    """Horizontal bars of each swept parameter's importance for the objective, largest on top."""
     fig, ax = plt.subplots(figsize=(7, 0.6 * max(len(importances), 2) + 1.2))
     names = list(importances)[::-1]
     ax.barh(names, [importances[n] for n in names], color="tab:blue")
-    ax.set_xlabel("importance for validation MSE")
+    ax.set_xlabel(f"importance for {metric}")
     ax.set_title("parameter importances")
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
@@ -335,18 +400,20 @@ def parallel_coordinates_figure(
     values: Sequence[float],
     log_axes: Sequence[str] = (),
     highlight: dict[str, int] | None = None,
+    metric: str = "val_mse",
+    maximize: bool = False,
 ) -> Figure:
-    """One line per trial across its parameters to its validation MSE (darker is better)."""
-    names = [*columns, "val MSE"]
+    """One line per trial across its parameters to its objective; darker is better either way."""
+    names = [*columns, metric]
     cols = [*columns.values(), list(values)]
-    logs = [n in log_axes for n in columns] + [True]
+    logs = [n in log_axes for n in columns] + [_wide(values)]
     placed = [_axis_positions(c, lg) for c, lg in zip(cols, logs, strict=True)]
     grid = np.array([p for p, _ in placed]).T
-    score = grid[:, -1]
+    worse = 1 - grid[:, -1] if maximize else grid[:, -1]  # 0 for the best trial, 1 the worst
     fig, ax = plt.subplots(figsize=(1.9 * len(names) + 1, 4.5))
     cmap = plt.get_cmap("viridis")
-    for row, s in sorted(zip(grid, score, strict=True), key=lambda rs: -rs[1]):
-        ax.plot(range(len(names)), row, color=cmap(s), alpha=0.7, lw=1.2)
+    for row, w in sorted(zip(grid, worse, strict=True), key=lambda rw: -rw[1]):
+        ax.plot(range(len(names)), row, color=cmap(w), alpha=0.7, lw=1.2)  # the best on top
     for label, i in (highlight or {}).items():
         ax.plot(range(len(names)), grid[i], lw=3, label=label)
     for i, (_, labels) in enumerate(placed):
@@ -362,7 +429,8 @@ def parallel_coordinates_figure(
     )
     ax.set_yticks([])
     ax.set_ylim(-0.15, 1.15)
-    ax.set_title("parallel coordinates (colour: validation MSE, dark = low)")
+    dark = "high" if maximize else "low"
+    ax.set_title(f"parallel coordinates (colour: {metric}, dark = {dark})")  # dark: the best
     if highlight:
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()

@@ -12,7 +12,7 @@ STUDY  ?=
 q = '$(subst ','\'',$(1))'
 
 .DEFAULT_GOAL := help
-.PHONY: help install baseline sweep worker launch server ui dashboard report predict rerun robust test test-fast lint format bench clean
+.PHONY: help install baseline sweep worker launch server proxy ui dashboard report predict rerun robust test test-fast lint format bench clean
 
 help: ## Show every target, one line each
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ launch: $(STAMP) ## Workers as Ray tasks (pip install -e '.[ray]'): ADDRESS=auto
 
 server: $(STAMP) ## MLflow tracking server for many workers: PostgreSQL store (SWEEP_TRACKING_DB), artifacts proxied, 127.0.0.1 (PORT=5000)
 	@$(PY) -m sweep server --port $(call q,$(PORT)) $(ARGS)
+
+proxy: $(STAMP) ## Optuna's gRPC proxy on the study's PostgreSQL (SWEEP_STORAGE) for many workers: search.storage=grpc://host:PORT (13000)
+	@$(PY) -m sweep proxy --port $(call q,$(if $(filter-out file,$(origin PORT)),$(PORT),13000)) $(ARGS)
 
 ui: $(STAMP) ## mlflow server over the project's store on 127.0.0.1 (PORT=5000); prints the runs table's address
 	@$(PY) -m sweep ui $(ARGS) --port $(call q,$(PORT))

@@ -41,7 +41,7 @@ PHASES = (
     ("final metrics", "sweep.train.loop", "final_metrics"),  # nested in training
     ("predict_ms", "sweep.run", "predict_ms"),
     ("plots (main thread)", "sweep.run", "log_plots"),
-    ("model logging", "sweep.tracking.runs:Run", "log_model"),
+    ("model logging", "sweep.tracking.runs:Run", "log_keras"),
     ("waiting for background writes", "sweep.tracking.runs:Run", "written"),
     ("run end", "sweep.tracking.runs:Run", "end"),
     ("tell", "sweep.study.worker", "tell"),

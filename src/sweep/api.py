@@ -189,3 +189,23 @@ def load_champion(*overrides: str, alias: str = "champion") -> Champion:
     except MlflowException as exc:
         raise ConfigError(f"models:/{name}@{alias}: {str(exc).splitlines()[0]}") from exc
     return Champion(model, name, str(version.version), dict(version.tags))
+
+
+def register_run(run_id: str, alias: str, *overrides: str) -> str:
+    """Register any trial's model (not only the champion or the Pareto front) under
+    `tracking.registered_model` with `alias`; returns the version. A trial keeps its weights as a
+    `.keras` file; the full MLflow model is logged from it here, as for the champion."""
+    from sweep.config.stores import existing_store
+    from sweep.tracking import MlflowException, register
+
+    cfg = compose(*overrides)
+    name = cfg.tracking.get("registered_model") if cfg.tracking.enabled else None
+    if not name:
+        raise ConfigError("register_run needs tracking=mlflow and tracking.registered_model")
+    store = existing_store(cfg.paths.store, cfg.tracking.uri)
+    tags = {"run_id": run_id, "chosen_by": "register_run"}
+    try:
+        version = register(store.uri, name, alias, run_id, tags, "A model registered by hand.")
+    except MlflowException as exc:
+        raise ConfigError(f"run {run_id}: {str(exc).splitlines()[0]}") from exc
+    return str(version.version)

@@ -17,6 +17,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.config.checks import flatten, loss_name
+from sweep.config.space import objectives
 from sweep.core import console
 from sweep.core.objects import build, resolve, trusted_prefixes
 from sweep.tracking import Run
@@ -207,7 +208,8 @@ def log_result(run: Run, cfg: DictConfig, model: Any, data: Dataset, result: Tra
     waits for them before it closes); after the timing, which they would disturb.
     """
     result.metrics["n_params"] = float(model.count_params())
-    result.metrics["predict_ms"] = predict_ms(model, data.val.x)
+    if "predict_ms" in dict(objectives(cfg)):  # ~40 ms a trial that nothing else reads
+        result.metrics["predict_ms"] = predict_ms(model, data.val.x)
     result.metrics["train_seconds"] = result.seconds
     run.log_metrics(
         result.metrics, step=len(result.history)
@@ -217,7 +219,7 @@ def log_result(run: Run, cfg: DictConfig, model: Any, data: Dataset, result: Tra
     if data.scaling:  # `predict` maps raw inputs (and outputs) with the training split's scaling
         run.defer(lambda: run.log_json(data.scaling, "scaling.json"), "scaling")
     if cfg.tracking.log_model:
-        run.log_model(model, data.val.x[:5], requirements())
+        run.log_keras(model)  # the full MLflow model is logged when it is registered
 
 
 def predict_ms(model: Any, x: np.ndarray, repeats: int = 5) -> float:
@@ -255,9 +257,3 @@ def log_plots(run: Run, cfg: DictConfig, model: Any, data: Dataset, result: Trai
                 run.log_bytes(png, path)
 
     run.defer(write, "plots")
-
-
-def requirements() -> list[str]:
-    """Pinned requirements for the logged model, read from what is installed."""
-    v = provenance.versions()
-    return [f"tensorflow=={v['tensorflow']}", f"keras=={v['keras']}", f"numpy=={v['numpy']}"]

@@ -80,6 +80,24 @@ CASES = [
     ("ui-no-store", ["ui", "--store", "{store}"], "no MLflow store at", NO_TF),
     ("server", ["server", "--workers", "many"], "--workers", NO_TF),
     ("server-no-db", ["server"], "no backend store", NO_TF),
+    ("proxy", ["proxy", "--threads", "many"], "--threads", NO_TF),
+    (
+        "proxy-sqlite",
+        ["proxy", "--storage", "sqlite:///{store}/optuna.db"],
+        "fronts a database server",
+        NO_TF,
+    ),
+    (  # after `server`, which loads MLflow in this one process: NO_TF
+        "worker-grpc",  # through a proxy, a grace its heartbeats cannot keep
+        [
+            "worker",
+            "search.storage=grpc://127.0.0.1:9",
+            "search.grace_period=15",
+            "paths.store={store}",
+        ],
+        "grace_period >= 2 * heartbeat_interval",
+        NO_TF,
+    ),
 ]
 
 

@@ -129,9 +129,12 @@ def _runs(store: Path) -> list:
 
 
 def _record(client: MlflowClient, run: object) -> set[str]:
-    """The files a run's record holds: its artifacts and, if it logged one, `model`."""
+    """The files a run's record holds: its artifacts and, if it kept one (its `model.keras`,
+    or a full MLflow model for a registered one), `model`."""
     root = Path(run.info.artifact_uri.removeprefix("file://"))
     names = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.stat().st_size}
+    if "model.keras" in names:
+        names.add("model")
     models = client.search_logged_models(
         [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
     )

@@ -243,7 +243,7 @@ def test_inside_a_stopped_launch_cancels_its_tasks_and_each_gives_its_trial_back
     ("argv", "says"),
     [
         (["--engine", "spark", "--workers", "2"], "invalid choice: 'spark'"),
-        (["experiment=tiny"], "the following arguments are required: --workers"),
+        (["--workers", "two", "experiment=tiny"], "--workers: invalid int value: 'two'"),
     ],
 )
 def test_launch_options_are_refused_in_one_line_before_anything_starts(argv, says, capsys):

@@ -361,7 +361,8 @@ def options() -> list[str]:
     found = []
     for yaml in sorted(CONF.rglob("*.yaml")):
         group = yaml.parent.relative_to(CONF).as_posix()
-        if group != ".":
+        # a model's space is composed by its model group (model=cnn brings it), never alone
+        if group not in (".", "search/space/model"):
             found.append(f"{group}={yaml.stem}")
     return found
 
@@ -375,6 +376,12 @@ def test_every_shipped_option_validates_and_resolves(compose_cfg, option, tmp_pa
     if option == "data=csv":
         (tmp_path / "t.csv").write_text("a,y\n" + "".join(f"{i},{2 * i}\n" for i in range(200)))
         extra = [f"data.path={tmp_path / 't.csv'}", "data.targets=[y]"]
+    if option == "data=npy":
+        import numpy as np
+
+        np.save(tmp_path / "x.npy", np.zeros((200, 3), np.float32))
+        np.save(tmp_path / "y.npy", np.zeros((200, 1), np.float32))
+        extra = [f"data.x={tmp_path / 'x.npy'}", f"data.y={tmp_path / 'y.npy'}"]
     if option == "search/sampler=gp" and importlib.util.find_spec("torch") is None:
         pytest.skip("GPSampler needs torch: pip install 'sweep[gp]'")
     cfg = prepare(compose_cfg(option, *extra))

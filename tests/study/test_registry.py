@@ -92,3 +92,94 @@ def test_predict_prints_x_prediction_sin_and_error(tiny_sweep_store: Path):
     for x, pred, truth, err in ((float(c) for c in r) for r in rows):
         assert truth == pytest.approx(np.sin(x), abs=1e-4)
         assert err == pytest.approx(pred - truth, abs=2e-4)
+
+
+def _models_by_run(client: MlflowClient, run_id: str) -> list:
+    run = client.get_run(run_id)
+    return client.search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
+    )
+
+
+@pytest.mark.slow
+def test_trials_keep_a_keras_file_and_only_registered_ones_a_full_mlflow_model(
+    tiny_sweep_store: Path,
+):
+    uri = f"sqlite:///{tiny_sweep_store}/mlflow.db"
+    study = optuna.load_study(
+        study_name="sine-mlp", storage=f"sqlite:///{tiny_sweep_store}/optuna.db"
+    )
+    client = MlflowClient(uri)
+    champion = client.get_model_version_by_alias("sine-mlp", "champion").run_id
+    for trial in study.trials:
+        if trial.state.name not in ("COMPLETE", "PRUNED"):
+            continue
+        run_id = trial.user_attrs["mlflow_run_id"]
+        assert "model.keras" in {a.path for a in client.list_artifacts(run_id)}
+        assert bool(_models_by_run(client, run_id)) == (run_id == champion), trial.number
+
+
+@pytest.mark.slow
+def test_any_trial_registers_from_its_keras_file_with_the_same_weights(tmp_path: Path):
+    """api.register_run on a trial that is not the champion: a full MLflow model is logged from
+    its `.keras` file and the alias loads the very weights the report loads from the run."""
+    from sweep import api
+    from sweep.tracking import load_alias, load_run_model
+    from tests.conftest import TINY_SWEEP, run_cli
+
+    store = tmp_path / "store"  # its own sweep: the shared one is never changed
+    out = run_cli(*TINY_SWEEP, store=store)
+    assert out.returncode == 0, out.stdout + out.stderr
+    uri = f"sqlite:///{store}/mlflow.db"
+    study = optuna.load_study(study_name="sine-mlp", storage=f"sqlite:///{store}/optuna.db")
+    champion = study.best_trial.number
+    other = next(t for t in study.trials if t.state.name == "COMPLETE" and t.number != champion)
+    run_id = other.user_attrs["mlflow_run_id"]
+    client = MlflowClient(uri)
+    assert not _models_by_run(client, run_id)
+    version = api.register_run(run_id, "hand-picked", f"paths.store={store}")
+    assert _models_by_run(client, run_id)
+    registered, mv = load_alias(uri, "sine-mlp", "hand-picked")
+    assert str(mv.version) == version and mv.run_id == run_id
+    x = np.linspace(-6, 6, 50, dtype=np.float32).reshape(-1, 1)
+    kept = load_run_model(uri, run_id)
+    assert np.array_equal(np.asarray(registered(x)), np.asarray(kept(x)))
+    assert api.register_run(run_id, "again", f"paths.store={store}") == version  # no 2nd model
+    assert len(_models_by_run(client, run_id)) == 1
+
+
+def test_a_run_made_before_keras_files_loads_and_registers_from_its_mlflow_model(tmp_path: Path):
+    """Old runs logged a full MLflow model and no `model.keras`: they still load and register."""
+    import keras
+
+    from sweep.tracking import Tracker, load_alias, load_run_model, register
+
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "sine", str(tmp_path / "artifacts"))
+    tracker.setup()
+    run = tracker.start_run("old")
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(3), keras.layers.Dense(1)])
+    run.log_model(model, np.zeros((2, 1), np.float32), [])
+    run.end()
+    assert "model.keras" not in {a.path for a in tracker.client.list_artifacts(run.run_id)}
+    x = np.linspace(-1, 1, 7, dtype=np.float32).reshape(-1, 1)
+    assert np.array_equal(np.asarray(load_run_model(tracker.uri, run.run_id)(x)), model(x))
+    register(tracker.uri, "old-model", "champion", run.run_id, {})
+    loaded, _ = load_alias(tracker.uri, "old-model", "champion")
+    assert np.array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+    assert len(_models_by_run(tracker.client, run.run_id)) == 1  # nothing promoted twice
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_predict_ms_is_measured_only_when_an_objective_names_it(tmp_path: Path, named: bool):
+    from sweep import api
+
+    overrides = ["experiment=tiny", "trainer.epochs=2", f"paths.store={tmp_path}"]
+    if named:
+        overrides.append(
+            "search.objectives=[{name:val_mse,direction:minimize},"
+            "{name:predict_ms,direction:minimize}]"
+        )
+    run_id = api.baseline(*overrides).run_id
+    metrics = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(run_id).data.metrics
+    assert ("predict_ms" in metrics) == named
+    assert {"val_mse", "n_params", "train_seconds"} <= set(metrics)

@@ -124,6 +124,16 @@ SERVER = (
         help="MLflow's login (--app-name basic-auth); needs MLFLOW_AUTH_CONFIG_PATH",
     ),
 )
+PROXY = (
+    opt(
+        "--storage",
+        help="SQLAlchemy URL of the study's database (default: $SWEEP_STORAGE); keep the "
+        "password in PGPASSWORD or ~/.pgpass",
+    ),
+    HOST,
+    port(13000),
+    opt("--threads", type=int, default=10, help="gRPC threads = database connections at most (10)"),
+)
 LAUNCH = (
     opt("--engine", choices=["ray"], default="ray", help="the engine that runs the workers (ray)"),
     opt("--address", default="auto", help="the cluster: auto, host:port or ray://host:port"),
@@ -154,6 +164,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             "serve.dashboard:dashboard_command", (port(8080), HOST, STORAGE), store=True),
     Command("server", "MLflow tracking server on PostgreSQL for workers on many machines",
             "serve.server:server_command", SERVER),
+    Command("proxy", "Optuna's gRPC proxy on the study's database: search.storage=grpc://host:port",
+            "serve.proxy:proxy_command", PROXY),
 )}  # fmt: skip
 
 

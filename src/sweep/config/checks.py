@@ -15,7 +15,14 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.config.records import MLP
-from sweep.config.stores import STORAGE_SCHEMES, TRACKING_SCHEMES, check_url
+from sweep.config.stores import (
+    GRPC,
+    STORAGE_SCHEMES,
+    TRACKING_SCHEMES,
+    check_proxy_beats,
+    check_url,
+    grpc_address,
+)
 from sweep.core import console
 from sweep.core.errors import ConfigError, first_line
 from sweep.core.keys import leaves
@@ -99,7 +106,7 @@ def validate(cfg: DictConfig) -> None:
     check_data(cfg)
     for key in ("search.study_name", "tracking.registered_model"):
         safe_name(key, OmegaConf.select(cfg, key), optional=key.startswith("tracking"))
-    check_url("search.storage", cfg.search.storage, STORAGE_SCHEMES)
+    check_storage_url(cfg)
     check_search_plan(cfg)
     if cfg.tracking.enabled:
         check_url("tracking.uri", cfg.tracking.uri, TRACKING_SCHEMES)
@@ -111,6 +118,16 @@ def validate(cfg: DictConfig) -> None:
         warnings.simplefilter("ignore")
         for key in ("search.sampler", "search.pruner"):  # cheap to build, so built to check
             build(OmegaConf.select(cfg, key), key)
+
+
+def check_storage_url(cfg: DictConfig) -> None:
+    """A SQLAlchemy URL, or a gRPC proxy's address with heartbeats it can carry."""
+    url = cfg.search.storage
+    if isinstance(url, str) and url.startswith(GRPC):
+        grpc_address(url)
+        check_proxy_beats(cfg.search.heartbeat_interval, cfg.search.grace_period)
+        return
+    check_url("search.storage", url, STORAGE_SCHEMES)
 
 
 def check_values(cfg: DictConfig) -> None:

@@ -17,6 +17,37 @@ STORAGE_SCHEMES = ("sqlite", *POSTGRES_SCHEMES, "mysql", "mysql+pymysql")
 
 TRACKING_SCHEMES = ("sqlite", "http", "https", *POSTGRES_SCHEMES, "file")
 
+GRPC = "grpc://"  # Optuna's gRPC storage proxy (`python -m sweep proxy`), for many workers
+
+
+def grpc_address(url: str) -> tuple[str, int]:
+    """Host and port of `grpc://host:port`; anything more is refused: the proxy holds the
+    database URL (and its password), a worker needs only where the proxy listens."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    extra = parts.username or parts.password or parts.path.strip("/") or parts.query
+    if not parts.hostname or port is None or extra:
+        raise ConfigError(
+            f"search.storage={mask_url(url)!r}: a proxy is grpc://HOST:PORT and nothing more "
+            "(start one with `python -m sweep proxy --storage postgresql://...`)"
+        )
+    return parts.hostname, port
+
+
+def check_proxy_beats(interval: int | None, grace: int | None) -> None:
+    """Refuse what would leave a dead worker's trial RUNNING for ever, or fail live ones, through
+    the proxy: no interval or grace, or a grace under two intervals (each beat is a gRPC call
+    and a database write; one beat a little late must not fail a live trial)."""
+    if not interval or not grace or grace < 2 * interval:
+        raise ConfigError(
+            f"search.storage=grpc://... needs search.heartbeat_interval and search.grace_period "
+            f"with grace_period >= 2 * heartbeat_interval (got {interval} and {grace}): through "
+            "the proxy they are what fails a lost worker's trial"
+        )
+
 
 def check_url(key: str, url: Any, schemes: tuple[str, ...]) -> None:
     """Reject URLs whose scheme we cannot use, before anything is created with them."""

@@ -115,7 +115,7 @@ def stop(proc: subprocess.Popen, grace: float = STOP_GRACE) -> None:
 
 
 @contextlib.contextmanager
-def _interrupted_by_signals() -> Iterator[None]:
+def interrupted_by_signals() -> Iterator[None]:
     """SIGINT and SIGTERM raise KeyboardInterrupt once, even where SIGINT came in ignored
     (`cmd &` in a script); later ones are ignored so the stop that follows is not cut short."""
     raised = False
@@ -143,7 +143,7 @@ def serve(
 ) -> int:
     """Start the server, call `on_ready` once it answers, keep it up until SIGINT/SIGTERM (exit 0);
     whatever happens, the server's process group is gone when this returns."""
-    with _interrupted_by_signals():
+    with interrupted_by_signals():
         proc = None
         try:
             proc = start(cmd, env)

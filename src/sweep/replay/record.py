@@ -199,6 +199,8 @@ def check_data_file(record: Record) -> None:
     from sweep.train.data import file_digest
 
     source = record.replay.get("data", {})
+    for seen in source.get("files", {}).values():  # data=npy: each file's size and ends
+        check_fingerprint(record.run_id, seen)
     if "file_sha256" not in source:
         return
     path = Path(source["file"])
@@ -208,6 +210,21 @@ def check_data_file(record: Record) -> None:
         raise ConfigError(
             f"run {record.run_id} trained on {path} (sha256 {source['file_sha256']}), which "
             f"{state}: a rerun cannot reproduce its numbers"
+        )
+
+
+def check_fingerprint(run_id: str, seen: dict[str, Any]) -> None:
+    """One memory-mapped file of the run's against its fingerprint now (see `file_fingerprint`)."""
+    from pathlib import Path
+
+    from sweep.train.data import file_fingerprint
+
+    path = Path(seen["file"])
+    now = file_fingerprint(path) if path.is_file() else None
+    if now != seen:
+        state = "is gone" if now is None else "has changed since (its size or ends differ)"
+        raise ConfigError(
+            f"run {run_id} trained on {path}, which {state}: a rerun cannot reproduce its numbers"
         )
 
 

@@ -20,10 +20,12 @@ import sqlalchemy
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial
 
+from sweep.config.stores import grpc_address
 from sweep.core import interrupt
 from sweep.core.errors import ConfigError, SweepError, first_line
 from sweep.core.secrets import mask_url
 from sweep.core.sqlite import enable_wal, sqlite_path
+from sweep.study import proxy
 
 # Optuna's note (with its SQL) when a read of trials fails and it tries a slower query: on a
 # server storage that is a dropped connection, which `_again_if_dropped` reads again quietly.
@@ -34,10 +36,14 @@ logging.getLogger("optuna.storages._rdb.storage").addFilter(
 
 def make_storage(
     cfg: DictConfig, on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None
-) -> optuna.storages.RDBStorage:
-    """RDB storage with heartbeats, so a trial whose worker died is failed and, through
-    `on_stale` (study.py's: its run closed, its parameters queued again), retried."""
+) -> optuna.storages.BaseStorage:
+    """RDB storage (or the gRPC proxy's client) with heartbeats, so a trial whose worker died is
+    failed and, through `on_stale` (study.py's: its run closed, its parameters queued again),
+    retried."""
     url = cfg.search.storage
+    interval, grace = cfg.search.heartbeat_interval, cfg.search.grace_period
+    if proxy.is_grpc(url):
+        return proxy.connect(url, interval, grace, on_stale)
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:"):
         enable_wal(url)
@@ -48,8 +54,8 @@ def make_storage(
         storage = PatientStorage(
             url,
             engine_kwargs=kwargs,
-            heartbeat_interval=cfg.search.heartbeat_interval,
-            grace_period=cfg.search.grace_period,
+            heartbeat_interval=interval,
+            grace_period=grace,
             heartbeat_stale_trial_callback=on_stale,
         )
     except Exception as exc:  # sqlalchemy's errors name the engine, not the key
@@ -57,6 +63,19 @@ def make_storage(
     if not url.startswith("sqlite:"):
         sqlalchemy.event.listen(storage.engine, "do_connect", _connect_patiently)
     return storage
+
+
+def proxy_backend(url: str, connections: int) -> optuna.storages.BaseStorage:
+    """The database behind `sweep proxy`: patient as a worker's, at most `connections` open
+    whatever the number of workers, and cached (Optuna's advice for its proxy). No heartbeat of
+    its own: workers beat through it (proxy.py)."""
+    kwargs = {"pool_pre_ping": True, "pool_size": connections, "max_overflow": 0}
+    try:
+        storage = PatientStorage(url, engine_kwargs=kwargs)
+    except Exception as exc:  # sqlalchemy's errors name the engine, not the option
+        raise ConfigError(f"--storage {mask_url(url)}: {first_line(exc)}") from exc
+    sqlalchemy.event.listen(storage.engine, "do_connect", _connect_patiently)
+    return optuna.storages.get_storage(storage)  # wrapped in Optuna's trial cache
 
 
 RECONNECT_SECONDS = 300  # how long a worker waits for a restarted database server
@@ -151,6 +170,17 @@ REPEATABLE = (
 )
 for _name in REPEATABLE:
     setattr(PatientStorage, _name, _again_if_dropped(getattr(optuna.storages.RDBStorage, _name)))
+_record_in_table = PatientStorage.record_heartbeat
+
+
+def _record_both(self: PatientStorage, trial_id: int) -> None:
+    """Optuna's heartbeat row, and the beat attribute workers through a gRPC proxy read
+    (proxy.py): a study may have workers of both kinds, each failing the others' lost trials."""
+    _record_in_table(self, trial_id)
+    proxy.record_beat(self, trial_id)
+
+
+PatientStorage.record_heartbeat = _record_both
 
 
 class StorageLost(SweepError):
@@ -165,12 +195,27 @@ def storage_kept(url: str) -> Iterator[None]:
     try:
         yield
     except optuna.exceptions.StorageInternalError as exc:
-        cause = first_line(exc.__cause__ or exc)
-        raise StorageLost(
-            f"the study's storage {mask_url(url)} failed mid-statement ({cause}); run the same "
-            "command once it answers: a trial left running is failed by its missing heartbeat "
-            "and run again"
-        ) from exc
+        raise _lost(url, first_line(exc.__cause__ or exc)) from exc
+    except Exception as exc:
+        if not _proxy_lost(exc):
+            raise
+        details = getattr(exc, "details", lambda: None)()  # gRPC's one-line cause
+        raise _lost(url, first_line(details or exc)) from exc
+
+
+def _lost(url: str, cause: str) -> StorageLost:
+    return StorageLost(
+        f"the study's storage {mask_url(url)} failed mid-statement ({cause}); run the same "
+        "command once it answers: a trial left running is failed by its missing heartbeat "
+        "and run again"
+    )
+
+
+def _proxy_lost(exc: BaseException) -> bool:
+    """Whether a gRPC proxy stopped answering (gRPC's UNAVAILABLE), as opposed to a bug."""
+    import grpc
+
+    return isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def storage_answers(url: str) -> bool:
@@ -178,6 +223,8 @@ def storage_answers(url: str) -> bool:
     reads it only then, instead of waiting minutes to say where it stands."""
     if url.startswith("sqlite:"):
         return True
+    if proxy.is_grpc(url):
+        return proxy.answers(url)
     engine = sqlalchemy.create_engine(
         url, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": 5}
     )
@@ -210,6 +257,9 @@ def check_storage(url: str) -> None:
     Both stores are SQLAlchemy URLs, so pointing the study at the tracking database is an easy
     slip; Optuna would then fail on the shared `alembic_version` table with a schema message.
     """
+    if proxy.is_grpc(url):
+        grpc_address(url)  # the proxy checks its database; make_storage waits for the proxy
+        return
     if url.startswith("sqlite:"):
         if not Path(sqlite_path(url)).is_file():
             return  # made fresh by the study

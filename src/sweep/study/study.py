@@ -28,7 +28,7 @@ from sweep.core.errors import NO_SPACE, ConfigError
 from sweep.core.objects import build, resolve, targets
 from sweep.core.secrets import mask_url
 from sweep.core.sqlite import sqlite_path
-from sweep.study import budget, warmstart
+from sweep.study import budget, proxy, warmstart
 from sweep.study.pruning import check_direction
 from sweep.study.storage import check_storage, make_storage, setup_lock
 from sweep.tracking import NullTracker, Tracker, check_reachable, make_tracker
@@ -86,7 +86,9 @@ def fail_stale(study: optuna.Study) -> None:
     Optuna skips the latter, and left alone one holds a slot of the target for ever (the last
     worker waits for it). A worker beats right after it asks, so such a trial's worker died in
     between, or its creation was a statement lost with the database (docs/faults.md). The start
-    is the asking host's clock against this one's: hosts of one study keep NTP time.
+    is the asking host's clock against this one's: hosts of one study keep NTP time. A trial of a
+    worker through a gRPC proxy has no heartbeat row, only the beat attribute (proxy.py); through
+    the proxy, its client's own check (`proxy.BeatingProxy`) does all of this.
     """
     optuna.storages.fail_stale_trials(study)
     storage = study._storage
@@ -114,7 +116,12 @@ def fail_stale(study: optuna.Study) -> None:
         }
     callback = rdb.get_heartbeat_stale_trial_callback()
     for trial_id in set(old) - beaten:
-        storage.set_trial_user_attr(trial_id, "fail_reason", LOST_BEFORE_BEAT)
+        trial = old[trial_id]
+        if proxy.last_beat(trial) is not None:  # its worker beats through a gRPC proxy
+            if not proxy.beat_is_stale(trial, grace):
+                continue
+        else:
+            storage.set_trial_user_attr(trial_id, "fail_reason", LOST_BEFORE_BEAT)
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
             if storage.set_trial_state_values(trial_id, state=TrialState.FAIL) and callback:
                 callback(study, copy.deepcopy(storage.get_trial(trial_id)))
@@ -146,7 +153,7 @@ def _on_stale_trial(tracker: Tracker | NullTracker | None):  # noqa: ANN202
         if tracker is not None:
             for run_id in trial_run_ids(study, trial, tracker):
                 tracker.terminate(run_id, "KILLED", LOST, ("FINISHED", "KILLED"), SUPERSEDED)
-        retry(study, trial)
+        retry(study, proxy.without_beat(trial))
 
     return callback
 
@@ -169,6 +176,8 @@ def open_sweep(cfg: DictConfig, overrides: Sequence[str] = ()) -> Sweep:
     """Create the stores, the experiment, the study and its parent run once, or join them."""
     space = parse_space(cfg.search.space, cfg)
     check_sampler_on_shared_storage(cfg)
+    directions = [StudyDirection[d.upper()] for _, d in objectives(cfg)]
+    check_direction(build(cfg.search.pruner, "search.pruner"), directions)  # before any store
     check_storage(cfg.search.storage)
     if cfg.tracking.enabled:
         check_reachable(cfg.tracking.uri)
@@ -243,7 +252,6 @@ def _create_or_load(
         "sampler": build(cfg.search.sampler, "search.sampler"),
         "pruner": build(cfg.search.pruner, "search.pruner"),
     }
-    check_direction(kwargs["pruner"], [StudyDirection[d.upper()] for _, d in objectives(cfg)])
     created = False
     try:
         study = optuna.load_study(**kwargs)
@@ -420,10 +428,11 @@ def load_existing(storage: str, name: str) -> optuna.Study:
     """A study that must already exist; one line (and no file made) when it does not."""
     if storage.startswith("sqlite:") and not Path(sqlite_path(storage)).is_file():
         raise ConfigError(f"no study {name!r}: no Optuna storage at {sqlite_path(storage)}")
+    opened = proxy.reader(storage) if proxy.is_grpc(storage) else storage
     try:
-        return optuna.load_study(study_name=name, storage=storage)
+        return optuna.load_study(study_name=name, storage=opened)
     except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
         raise ConfigError(
             f"no study {name!r} in {mask_url(storage)}; studies there: {', '.join(names) or 'none'}"
         ) from None

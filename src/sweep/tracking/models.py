@@ -7,17 +7,21 @@ only that file and its MLmodel are downloaded, each size checked first (see chec
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import struct
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from sweep.core.errors import ConfigError
-from sweep.tracking.runs import MlflowClient, MlflowException
+from sweep.tracking.runs import MODEL_FILE, MlflowClient, MlflowException, Run
 
 # What a downloaded model may take. Keras stores a .keras file's members uncompressed (ratio 1),
 # so only a crafted archive expands; the caps hold the largest model a record may ask for
@@ -66,13 +70,54 @@ def register(
 ) -> Any:
     """Register the run's model under `name` and point `alias` at it; returns the version."""
     client = MlflowClient(uri)
-    model_id = logged_model_id(client, run_id)
-    if model_id is None:
-        raise MlflowException(f"run {run_id} logged no model (tracking.log_model=false?)")
-    _ensure_registered_model(client, name, description)
-    mv = _version_for(client, name, model_id, run_id, {k: str(v) for k, v in tags.items()})
-    client.set_registered_model_alias(name, alias, mv.version)
+    with tracking_at(uri):  # the registry checks `models:/...` through the process-wide URI
+        model_id = logged_model_id(client, run_id) or promote(uri, client, run_id)
+        _ensure_registered_model(client, name, description)
+        mv = _version_for(client, name, model_id, run_id, {k: str(v) for k, v in tags.items()})
+        client.set_registered_model_alias(name, alias, mv.version)
     return mv
+
+
+def promote(uri: str, client: MlflowClient, run_id: str) -> str:
+    """Log the full MLflow model (MLmodel, environment, signature) of a run that kept only its
+    `.keras` file, from that file: done for the models that get registered, not every trial."""
+    model = load_run_file(uri, client, run_id)
+    if model is None:
+        raise MlflowException(f"run {run_id} logged no model (tracking.log_model=false?)")
+    spec = model.inputs[0]
+    x = np.zeros((1, *spec.shape[1:]), dtype=str(getattr(spec.dtype, "name", spec.dtype)))
+    run = client.get_run(run_id)
+    logged = client.create_logged_model(
+        run.info.experiment_id, "model", run_id, params=dict(run.data.params)
+    )
+    Run(client, run_id).log_model(model, x, requirements(), model_id=logged.model_id)
+    return logged.model_id
+
+
+@contextlib.contextmanager
+def tracking_at(uri: str) -> Iterator[None]:
+    """Model.log writes through MLflow's process-wide tracking URI: this store's, for a while."""
+    import mlflow
+
+    env = os.environ.get("MLFLOW_TRACKING_URI")  # set_tracking_uri exports it too
+    before = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env
+
+
+def requirements() -> list[str]:
+    """Pinned requirements for a logged model, read from what is installed."""
+    from sweep.train import provenance
+
+    v = provenance.versions()
+    return [f"tensorflow=={v['tensorflow']}", f"keras=={v['keras']}", f"numpy=={v['numpy']}"]
 
 
 def keras_member(folder: Path, model_uri: str) -> str:
@@ -170,18 +215,33 @@ def load_keras(uri: str, model_uri: str, location: str) -> Any:
     `location` is where its files are (an artifact URI read from this store's registry or its
     logged models), so no process-wide registry URI decides which store it comes from.
     """
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        fetch(uri, location, "MLmodel", folder, MAX_MLMODEL_BYTES, model_uri)
+        fetch(uri, location, keras_member(folder, model_uri), folder, MAX_KERAS_BYTES, model_uri)
+        return load_checked(keras_file(folder, model_uri), model_uri)
+
+
+def load_checked(path: Path, model_uri: str) -> Any:
+    """A downloaded `.keras` file, its zip checked against the caps, loaded in safe_mode."""
     import sweep.train.backend  # noqa: F401 - TensorFlow quietly, before Keras loads
 
     # isort: split
     import keras
 
+    check_archive(path, model_uri)
+    return keras.saving.load_model(path, safe_mode=True)
+
+
+def load_run_file(uri: str, client: MlflowClient, run_id: str) -> Any:
+    """The model a run kept as its `.keras` artifact (`Run.log_keras`), or None without one."""
+    if MODEL_FILE not in {f.path for f in client.list_artifacts(run_id)}:
+        return None
+    location = client.get_run(run_id).info.artifact_uri
+    model_uri = f"runs:/{run_id}/{MODEL_FILE}"
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        fetch(uri, location, "MLmodel", folder, MAX_MLMODEL_BYTES, model_uri)
-        fetch(uri, location, keras_member(folder, model_uri), folder, MAX_KERAS_BYTES, model_uri)
-        path = keras_file(folder, model_uri)
-        check_archive(path, model_uri)
-        return keras.saving.load_model(path, safe_mode=True)
+        path = fetch(uri, location, MODEL_FILE, Path(tmp), MAX_KERAS_BYTES, model_uri)
+        return load_checked(path, model_uri)
 
 
 def alias_tags(uri: str, name: str, alias: str) -> dict[str, str] | None:
@@ -201,9 +261,15 @@ def load_alias(uri: str, name: str, alias: str) -> tuple[Any, Any]:
 
 
 def load_run_model(uri: str, run_id: str | None) -> Any:
-    """The Keras model a run logged, or None when it logged none."""
+    """The Keras model a run logged, or None when it logged none: its `.keras` artifact, or
+    for a run made before trials kept one (or registered since), its full MLflow model."""
+    if not run_id:
+        return None
     client = MlflowClient(uri)
-    model_id = logged_model_id(client, run_id) if run_id else None
+    model = load_run_file(uri, client, run_id)
+    if model is not None:
+        return model
+    model_id = logged_model_id(client, run_id)
     if model_id is None:
         return None
     location = client.get_logged_model(model_id).artifact_location

@@ -4,7 +4,8 @@ Keras `model.fit` spends most of its time on per-step Python overhead for a mode
 compiling the whole epoch (shuffle, every mini-batch step, validation) into one `tf.function`
 keeps the same algorithm and removes that overhead. A model that cannot be compiled that way
 (e.g. an op XLA lacks) trains through `model.fit`, one epoch per call, with the same hooks.
-No MLflow here: callers pass epoch hooks.
+A data set read from files (`data=npy`) streams through the same compiled steps, a chunk of
+batches per call (`_streamed_epochs`). No MLflow here: callers pass epoch hooks.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 
 from sweep.core.errors import Diverged
 from sweep.train.backend import keras, tf
-from sweep.train.data import Dataset
+from sweep.train.data import Dataset, Split, chunks, read_rows, streamed
 
 
 @dataclass(frozen=True)
@@ -255,8 +256,44 @@ def final_metrics(model: keras.Model, data: Dataset, loss: str) -> dict[str, flo
     out = {}
     for name in ("train", "val", "test"):
         split = getattr(data, name)
-        out |= {f"{name}_{k}": v for k, v in split_metrics(model, split.x, split.y, loss).items()}
+        if streamed(split):
+            metrics = streamed_metrics(model, split, loss)
+        else:
+            metrics = split_metrics(model, split.x, split.y, loss)
+        out |= {f"{name}_{k}": v for k, v in metrics.items()}
     return out
+
+
+# Rows read from a file per chunk: the chunk is what a streamed split holds in memory at once.
+CHUNK_BYTES = 16 << 20
+
+
+def chunk_rows(split: Split, batch_size: int = 1) -> int:
+    """Rows of a chunk: CHUNK_BYTES of float32 inputs, in whole batches (at least one)."""
+    row = 4 * math.prod(split.x.shape[1:])
+    return max(1, CHUNK_BYTES // row // batch_size) * batch_size
+
+
+def streamed_metrics(model: keras.Model, split: Split, loss: str) -> dict[str, float]:
+    """`split_metrics` chunk by chunk, each weighted by its rows: every metric is a mean over
+    rows of equal size, so the weighted mean of the chunks' means is the split's."""
+    sums: dict[str, float] = {}
+    for part in chunks(len(split.x), chunk_rows(split)):
+        x, y = read_rows(split, part)
+        for k, v in split_metrics(model, x, y, loss).items():
+            sums[k] = sums.get(k, 0.0) + v * len(x)
+    return {k: v / len(split.x) for k, v in sums.items()}
+
+
+def split_loss(model: keras.Model, split: Split, loss_fn: Callable) -> float:
+    """A split's mean loss: one forward pass in memory, chunk by chunk from a file."""
+    if not streamed(split):
+        return float(tf.reduce_mean(loss_fn(split.y, model(tf.constant(split.x), training=False))))
+    total = 0.0
+    for part in chunks(len(split.x), chunk_rows(split)):
+        x, y = read_rows(split, part)
+        total += float(tf.reduce_sum(loss_fn(y, model(x, training=False))))
+    return total / len(split.x)
 
 
 def train(
@@ -322,6 +359,8 @@ class _Setup:
 def runner_for(s: _Setup) -> Any:
     """The compiled epoch for this trial: shared with earlier trials of the same architecture
     where the optimizer allows it (no tracing after the first), else traced for this trial."""
+    if streamed(s.data.train):
+        return _streamed_epochs(s)
     key = shared_key(s)
     return _compiled_epochs(s) if key is None else _shared_epochs(s, key)
 
@@ -470,15 +509,75 @@ def _shared_epoch_function(template: keras.Model, loss_fn: Callable, batch_size:
     return run_epoch
 
 
+class _streamed_epochs:  # noqa: N801 - called like the function it wraps
+    """The compiled steps on a training split read from its file: each call of the graph takes
+    a chunk of whole batches (CHUNK_BYTES, in our permutation), so memory holds one chunk, not
+    the split, and the Python overhead is per chunk, not per step; validation chunk by chunk."""
+
+    def __init__(self, s: _Setup) -> None:
+        s.optimizer.build(s.model.trainable_variables)
+        self.s, self.loss_fn = s, loss_function(s.loss)
+        step = _step_function(s.model, s.optimizer, self.loss_fn)
+
+        # reduce_retracing: the last chunk's batch count and the partial batch share one trace
+        @tf.function(jit_compile=s.jit, reduce_retracing=True)
+        def run_steps(xb, yb):  # noqa: ANN001, ANN202 - [steps, batch, ...] blocks in, a sum out
+            total = tf.constant(0.0)
+            for i in tf.range(tf.shape(xb)[0]):
+                total += step(xb[i], yb[i]) * tf.cast(tf.shape(xb[i])[0], tf.float32)
+            return total
+
+        self.run_steps = run_steps
+
+    def __call__(self, perm: np.ndarray) -> tuple[float, float]:
+        train, bs = self.s.data.train, self.s.batch_size
+        total = 0.0
+        for part in chunks(len(perm), chunk_rows(train, bs)):
+            x, y = read_rows(train, perm[part])
+            full = len(x) // bs * bs
+            if full:
+                total += float(self.run_steps(*(_blocks(a[:full], bs) for a in (x, y))))
+            if full < len(x):  # the epoch's partial last batch
+                total += float(self.run_steps(x[None, full:], y[None, full:]))
+        return total / len(perm), split_loss(self.s.model, self.s.data.val, self.loss_fn)
+
+    def close(self) -> None:
+        """Nothing to release by hand: a streamed trial is long, its graphs a few MB."""
+
+
+def _blocks(a: np.ndarray, batch_size: int) -> np.ndarray:
+    """Whole batches of rows as one [batches, batch_size, ...] block (a view, no copy)."""
+    return a.reshape(len(a) // batch_size, batch_size, *a.shape[1:])
+
+
+class _Batches(keras.utils.PyDataset):
+    """A split's rows in our permutation, a batch at a time, for `model.fit` on a streamed split."""
+
+    def __init__(self, split: Split, index: np.ndarray, batch_size: int) -> None:
+        super().__init__()
+        self.split, self.index, self.batch_size = split, index, batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.index) / self.batch_size)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return read_rows(self.split, self.index[i * self.batch_size : (i + 1) * self.batch_size])
+
+
 class _fit_epochs:  # noqa: N801 - called like the function it replaces
     """Keras's own `fit`, one epoch per call on our permutation: same losses, hooks and seeds."""
 
     def __init__(self, s: _Setup) -> None:
         s.model.compile(optimizer=s.optimizer, loss=keras_loss(s.loss), jit_compile=False)
         self.model, self.data, self.batch_size = s.model, s.data, s.batch_size
+        self.loss_fn = loss_function(s.loss)
 
     def __call__(self, perm: np.ndarray) -> tuple[float, float]:
         d = self.data
+        if streamed(d.train):  # batches read from the file in our order, a PyDataset's way
+            batches = _Batches(d.train, perm, self.batch_size)
+            history = self.model.fit(batches, epochs=1, shuffle=False, verbose=0)
+            return float(history.history["loss"][-1]), split_loss(self.model, d.val, self.loss_fn)
         history = self.model.fit(
             d.train.x[perm], d.train.y[perm], self.batch_size, epochs=1, shuffle=False, verbose=0
         )

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sweep.core.errors import Diverged
-from sweep.train.backend import keras, tf
+from sweep.train.backend import keras
 from sweep.train.data import Dataset
 from sweep.train.loop import (
     EpochHook,
@@ -27,6 +27,7 @@ from sweep.train.loop import (
     final_metrics,
     keras_loss,
     loss_function,
+    split_loss,
 )
 
 
@@ -60,8 +61,7 @@ class Report(keras.callbacks.Callback):
         self(epoch + 1, (logs or {}).get("loss", math.nan))
 
     def val_loss(self) -> float:
-        pred = self.net(tf.constant(self.data.val.x), training=False)
-        return float(tf.reduce_mean(self.loss_fn(self.data.val.y, pred)))
+        return split_loss(self.net, self.data.val, self.loss_fn)
 
 
 def train_with(

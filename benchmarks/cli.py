@@ -21,7 +21,8 @@ import benchmarks
 from benchmarks.common import ROOT, Section, load, render, say
 
 PARTS = (
-    "startup", "fit", "trial", "workers", "memory", "digits", "search", "soak", "models", "peers",
+    "startup", "fit", "trial", "workers", "engines", "memory", "digits", "search", "soak", "models",
+    "peers",
 )  # fmt: skip
 # Run only when named in --only: they install other tools or take many minutes.
 OPT_IN = ("peers",)

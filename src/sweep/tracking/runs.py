@@ -230,10 +230,24 @@ class Run:
         """The trial's model as one `.keras` artifact (what reruns, `predict` and the report
         load): ~10x cheaper than a full MLflow model, which is made from this file only for the
         models that get registered (tracking/models.py: `promote`)."""
-        with tempfile.TemporaryDirectory() as tmp, _naming(MODEL_FILE):
+        with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, MODEL_FILE)
-            model.save(path)
-            self.client.log_artifact(self.run_id, path)
+            with _naming(MODEL_FILE):  # the temporary folder's disk
+                model.save(path)
+            try:
+                self.client.log_artifact(self.run_id, path)
+            except OSError as exc:  # a copy names no file: say where it was going
+                if exc.filename is None:
+                    exc.filename = self._destination(MODEL_FILE)
+                raise
+
+    def _destination(self, artifact: str) -> str:
+        """Where an artifact of this run goes: its path in a local store, else its URI."""
+        try:
+            uri = self.client.get_run(self.run_id).info.artifact_uri
+        except Exception:  # noqa: BLE001 - only to name a file in an error already raised
+            return artifact
+        return f"{uri.removeprefix('file://')}/{artifact}"
 
     def log_model(
         self,
@@ -454,7 +468,9 @@ class Tracker:
             query += f" and attributes.status = '{status}'"
         for key, value in str_tags(tags).items():
             query += f" and tags.`{key}` = '{value}'"
-        return self.client.search_runs([self.experiment_id], query, max_results=10000)
+        # a tracker made only to close a dead worker's runs was never set up: the parent knows
+        experiment = self.experiment_id or self.client.get_run(parent_run_id).info.experiment_id
+        return self.client.search_runs([experiment], query, max_results=10000)
 
 
 class NullTracker:

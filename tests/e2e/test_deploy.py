@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from sweep.core.errors import EXIT_INTERRUPTED, EXIT_USAGE
 from sweep.core.processes import stop
 from sweep.core.secrets import mask_url
 from tests.conftest import ROOT, clean_env
-from tests.e2e.test_distributed import PG_HOST, PG_PORT, _admin
+from tests.e2e.test_distributed import scratch_database
 from tests.e2e.test_reliability import _wait_for_running_trial
 
 SBATCH = ROOT / "deploy" / "slurm" / "workers.sbatch"
@@ -132,17 +131,9 @@ def test_the_k8s_job_takes_its_secrets_from_a_secret():
 
 @pytest.fixture
 def fresh_db() -> Iterator[str]:
-    """A database of this test's own on the shared PostgreSQL (trust auth); dropped after."""
-    con = _admin()
-    name = f"sweep_k_{secrets.token_hex(4)}"
-    with con.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql://{con.info.user}@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        with con.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        con.close()
+    """A database of this test's own on the shared PostgreSQL; dropped after."""
+    with scratch_database("sweep_k") as url:
+        yield url
 
 
 def pod_command(container: dict, overrides: list[str]) -> list[str]:

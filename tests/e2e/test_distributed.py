@@ -58,6 +58,22 @@ def _admin():  # noqa: ANN202 - a psycopg2 connection
     pytest.skip(message)
 
 
+@contextlib.contextmanager
+def scratch_database(prefix: str, scheme: str = "postgresql") -> Iterator[str]:
+    """A database of the caller's own on the shared PostgreSQL (trust auth), as a URL; dropped
+    after, with whatever connections a killed worker left on it."""
+    con = _admin()
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with con.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{scheme}://{con.info.user}@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        with con.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        con.close()
+
+
 @dataclass
 class Postgres:
     """A throwaway role with a password and its databases."""

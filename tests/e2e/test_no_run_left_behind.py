@@ -8,7 +8,6 @@ The study lives in a fresh database of the PostgreSQL at 127.0.0.1:5432, reached
 
 from __future__ import annotations
 
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from sweep.core.processes import stop
 from sweep.study.study import LOST
 from sweep.study.worker import FAULT_ENV
 from tests.conftest import ROOT, clean_env, run_cli
-from tests.e2e.test_distributed import PG_HOST, PG_PORT, _admin
+from tests.e2e.test_distributed import scratch_database
 
 # Beats every second, failed as stale after 10 s of silence; a learning rate that never diverges,
 # so each faulty worker reaches its fault point in its first trial.
@@ -38,16 +37,8 @@ ARGS = [
 @pytest.fixture
 def psycopg_url() -> Iterator[str]:
     """A database of this test's own, named by a `postgresql+psycopg://` URL; dropped after."""
-    con = _admin()
-    name = f"sweep_w_{secrets.token_hex(4)}"
-    with con.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql+psycopg://{con.info.user}@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        with con.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        con.close()
+    with scratch_database("sweep_w", scheme="postgresql+psycopg") as url:
+        yield url
 
 
 def _dying_worker(store: Path, url: str, point: str) -> subprocess.Popen:

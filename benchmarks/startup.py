@@ -26,6 +26,7 @@ WHAT = "each command's time to its first useful output"
 FIRST_TRIAL_MARGIN = 0.5  # seconds over `import tensorflow` alone
 READY_WITHIN = 5.0  # seconds for ui, dashboard and server
 TIMEOUT = 300.0
+FIRST_START = "server (first start: makes the store's schema)"
 # What each server prints once it answers (the line a user waits for), and its arguments.
 SERVERS: dict[str, tuple[str, Callable[[Path, int], list[str]]]] = {
     "ui": ("(Ctrl-C to stop)", lambda s, p: ["ui", "--port", str(p), "--store", str(s)]),
@@ -33,7 +34,9 @@ SERVERS: dict[str, tuple[str, Callable[[Path, int], list[str]]]] = {
         "(Ctrl-C to stop)",
         lambda s, p: ["dashboard", "--port", str(p), "--store", str(s)],
     ),
-    "server": (
+    # A server's first start makes its store's schema (MLflow's migrations, seconds of its own);
+    # every later start, the daily case and the one with a target, finds the schema there.
+    FIRST_START: (
         "Ctrl-C stops the server",
         lambda s, p: (
             ["server", "--port", str(p), "--backend-store-uri", f"sqlite:///{s}/srv.db"]
@@ -41,6 +44,7 @@ SERVERS: dict[str, tuple[str, Callable[[Path, int], list[str]]]] = {
         ),
     ),
 }
+SERVERS["server"] = SERVERS[FIRST_START]  # the same command again, on the store just made
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -155,7 +159,7 @@ def startup_section(seconds: dict[str, float], imported: dict[str, bool]) -> Sec
     sec.rows.append(
         Row(
             "`sweep` to its first trial (experiment=tiny)",
-            f"{first:.1f} s (+{first - tf:.1f} s)",
+            f"{first:.1f} s ({first - tf:+.1f} s)",
             f"<= import + {FIRST_TRIAL_MARGIN:g} s",
             verdict(first <= tf + FIRST_TRIAL_MARGIN),
         )
@@ -163,9 +167,17 @@ def startup_section(seconds: dict[str, float], imported: dict[str, bool]) -> Sec
     for name in SERVERS:
         s, tf_in = seconds[name], imported[name]
         value = f"{s:.1f} s" + (", imports TensorFlow" if tf_in else ", no TensorFlow")
+        if name == FIRST_START:
+            sec.rows.append(Row("first start of a server on a new store (its schema)", value))
+            continue
         ok = s <= READY_WITHIN and not tf_in
         sec.rows.append(
-            Row(f"`{name}` ready", value, f"<= {READY_WITHIN:g} s, no TensorFlow", verdict(ok))
+            Row(
+                f"`{name}` ready{' (again, on its store)' * (name == 'server')}",
+                value,
+                f"<= {READY_WITHIN:g} s, no TensorFlow",
+                verdict(ok),
+            )
         )
     sec.notes.append(
         "medians over fresh processes; the first trial is the study's first row in its SQLite "

@@ -107,18 +107,22 @@ def baseline(*overrides: str, cfg: DictConfig | None = None) -> BaselineResult:
 
 def sweep(
     *overrides: str, cfg: DictConfig | None = None, jobs: int | None = None, owner: bool = True
-) -> SweepResult:
+) -> SweepResult | None:
     """Create or resume the study and run `jobs` workers on it (default `search.jobs`).
 
     A study stopped early (Ctrl-C, too many failures) says where it stands and raises; its
     owner also closes the parent run, while a joining worker (`owner=False`) leaves it open.
+    A joining worker finding the study already done says so and returns None at once.
     """
     from sweep.study.progress import is_live, open_view
     from sweep.study.study import announce, open_sweep
     from sweep.study.summary import stopped, summarize, summary_text
-    from sweep.study.worker import Helpers, run_workers
+    from sweep.study.worker import Helpers, run_workers, target_met
 
     cfg = compose(*overrides) if cfg is None else cfg
+    if not owner and (why := target_met(cfg)):
+        console.say(why)
+        return None
     # More workers than trials would only pay start-up: never slower than one worker.
     jobs = min(cfg.search.jobs if jobs is None else jobs, cfg.search.n_trials)
     with Helpers(cfg, overrides, jobs, is_live()) as helpers:

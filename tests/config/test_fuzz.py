@@ -220,7 +220,7 @@ def _accepted(overrides: list[str]) -> dict[str, Any]:
 
 
 FUZZ = settings(
-    max_examples=120,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
     database=None,
@@ -234,7 +234,7 @@ def test_any_value_for_any_key_is_refused_in_one_line_or_sound(pairs):
     check_refused_or_sound([f"{k}={_render(v)}" for k, v in pairs])
 
 
-@settings(FUZZ, max_examples=80)
+@settings(FUZZ, max_examples=60)
 @given(st.lists(st.tuples(st.sampled_from(SPACE_KEYS), SWEEPS), min_size=1, max_size=2))
 def test_any_sweep_expression_is_refused_in_one_line_or_sound(pairs):
     check_refused_or_sound([f"{k}={_render(v)}" for k, v in pairs])

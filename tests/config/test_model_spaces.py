@@ -31,18 +31,27 @@ def test_the_tutorials_space_and_study_are_unchanged(compose_cfg):
 
 
 @pytest.mark.parametrize(
-    ("overrides", "swept"),
+    ("overrides", "swept", "study"),
     [
         (
             ["data=digits_images", "model=cnn"],
             {"blocks", "filters", "kernel_size", "dropout", "dense"},
+            "digits_images-cnn",
         ),
-        (["data=sine_sequence", "model=lstm"], {"units", "layers"}),
-        (["data=sine_sequence", "model=conv1d"], {"filters", "kernel_size", "layers"}),
+        (["data=sine_sequence", "model=lstm"], {"units", "layers"}, "sine_sequence-lstm"),
+        (
+            ["data=sine_sequence", "model=conv1d"],
+            {"filters", "kernel_size", "layers"},
+            "sine_sequence-conv1d",
+        ),
     ],
 )
-def test_each_model_brings_its_own_space_with_its_config_as_trial_0(compose_cfg, overrides, swept):
+def test_each_model_brings_its_own_space_with_its_config_as_trial_0(
+    compose_cfg, overrides, swept, study
+):
     cfg = prepare(compose_cfg(*overrides))
+    # ... and its own study: lstm then conv1d on one store would resume one `-mlp` study, refused
+    assert cfg.search.study_name == cfg.tracking.registered_model == study
     space = parse_space(cfg.search.space, cfg)
     assert {k.split(".", 1)[1] for k in space if k.startswith("model.")} == swept
     params = baseline_params(cfg, space)
@@ -72,6 +81,7 @@ def test_per_layer_widths_open_with_the_depth_and_trial_0_trains_as_the_tutorial
     from sweep.train.data import dataset_for
 
     cfg = prepare(compose_cfg("model=mlp_layers", "experiment=tiny"))
+    assert cfg.search.study_name == "sine-mlp_layers"  # not the tutorial's sine-mlp: another space
     space = parse_space(cfg.search.space, cfg)
     params = baseline_params(cfg, space)
     assert [params[f"model.widths.{i}"] for i in range(4)] == [20] * 4

@@ -79,10 +79,18 @@ class Proxy:
 
 @contextlib.contextmanager
 def proxy(db: Database, folder: Path, threads: int = 10) -> Iterator[Proxy]:
-    """`python -m sweep proxy` on a free loopback port, the URL (with its password) given as
-    --storage; stopped with SIGTERM (exit 0) after."""
+    """`serve_proxy` for `db`, whose password (given in --storage) it never prints."""
+    with serve_proxy(db.url, folder, threads) as px:
+        yield px
+    assert db.password not in px.log.read_text()
+
+
+@contextlib.contextmanager
+def serve_proxy(url: str, folder: Path, threads: int = 10) -> Iterator[Proxy]:
+    """`python -m sweep proxy --storage url` on a free loopback port; stopped with SIGTERM
+    (exit 0) after."""
     port, log = _free_port(), folder / "proxy.log"
-    cmd = [sys.executable, "-m", "sweep", "proxy", "--storage", db.url, "--port", str(port)]
+    cmd = [sys.executable, "-m", "sweep", "proxy", "--storage", url, "--port", str(port)]
     cmd += ["--threads", str(threads)]
     with open(log, "w") as out:
         proc = subprocess.Popen(
@@ -99,7 +107,6 @@ def proxy(db: Database, folder: Path, threads: int = 10) -> Iterator[Proxy]:
     finally:
         stop(proc, grace=10)
     assert proc.returncode == 0, log.read_text()
-    assert db.password not in log.read_text()
 
 
 def worker(folder: Path, i: int, storage: str, *args: str) -> subprocess.Popen:

@@ -361,8 +361,9 @@ def options() -> list[str]:
     found = []
     for yaml in sorted(CONF.rglob("*.yaml")):
         group = yaml.parent.relative_to(CONF).as_posix()
-        # a model's space is composed by its model group (model=cnn brings it), never alone
-        if group not in (".", "search/space/model"):
+        # a model's space and study name are composed by its model group (model=cnn brings
+        # them), never alone
+        if group not in (".", "search/space/model", "search/name"):
             found.append(f"{group}={yaml.stem}")
     return found
 

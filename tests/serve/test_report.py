@@ -59,8 +59,8 @@ def test_report_renders_every_section_offline(tiny_sweep_store: Path, tmp_path: 
     try:
         driver.get(path.as_uri())
         headings = [h.text for h in driver.find_elements("tag name", "h2")]
-        # A study of one objective has no Pareto front section.
-        assert headings == [title for key, title in report.SECTIONS if key != "pareto"]
+        # A study of one objective has no Pareto front section; sine, no run's plots section.
+        assert headings == [t for key, t in report.SECTIONS if key not in ("pareto", "plots")]
         widths = driver.execute_script(
             "return Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)"
         )
@@ -124,6 +124,32 @@ PROBLEMS = {
 }
 
 
+# What each problem's trial logs (train/plots.py), in the report's order; a stray file is skipped.
+PLOTS_BY_PROBLEM = {
+    "classifier": ["plots/confusion.png", "plots/misclassified.png", "plots/loss.png"],
+    "regression csv": ["plots/prediction.png", "plots/loss.png"],
+    "sine": ["plots/prediction.png", "plots/loss.png"],
+}
+
+
+def run_with_plots(reader, tmp_path: Path, names: list[str]) -> str:
+    """A run in reader's store holding a small PNG under each name, and a forecast.png that is
+    not a PNG (a shared store's file: skipped)."""
+    client = reader.client
+    experiment = client.create_experiment(tmp_path.name, artifact_location=str(tmp_path / "art"))
+    run_id = client.create_run(experiment).info.run_id
+    files = tmp_path / "plots"
+    files.mkdir()
+    fig = plots.loss_figure([1.0, 0.5], [1.1, 0.6])
+    for name in names:
+        fig.savefig(files / Path(name).name, format="png")
+    plots.close(fig)
+    if "plots/forecast.png" not in names:
+        (files / "forecast.png").write_text("<script>not a png</script>")
+    client.log_artifacts(run_id, str(files), "plots")
+    return run_id
+
+
 @pytest.fixture(scope="module")
 def empty_reader(tmp_path_factory: pytest.TempPathFactory):
     """A real, empty MLflow store (making one costs about 6 s: made once)."""
@@ -152,6 +178,7 @@ def test_plots_and_report_follow_the_objective_and_direction(
     from sweep.study.summary import history_plot
 
     overrides, values, pruned, best_line, best = PROBLEMS[problem]
+    run_id = run_with_plots(empty_reader, tmp_path, PLOTS_BY_PROBLEM[problem])
     csv = tmp_path / "table.csv"
     csv.write_text("a,b,y\n" + "".join(f"{i},{i % 7},{i * 0.5}\n" for i in range(200)))
     extra = [f"data.path={csv}"] if "data=csv" in overrides else []
@@ -168,6 +195,7 @@ def test_plots_and_report_follow_the_objective_and_direction(
                 params={"model.depth": number % 4 + 1},
                 distributions={"model.depth": dist},
                 intermediate_values=pruned if state == "PRUNED" else None,
+                user_attrs={"mlflow_run_id": run_id} if number == best else None,
             )
         )
 
@@ -183,6 +211,10 @@ def test_plots_and_report_follow_the_objective_and_direction(
     page = report.PNG_URI.sub("", page)
     assert summary["best_trial"] == best
     assert ("Predictions on sin(x)" in page) == (problem == "sine")
+    # Another problem's truth is its run's own plots (confusion matrix, ...), copied as logged
+    shown = re.findall(r'alt="trial \d+: (plots/\w+\.png)"', page)
+    assert shown == ([] if problem == "sine" else PLOTS_BY_PROBLEM[problem])
+    assert ("The best trial&#39;s plots" in page) == (problem != "sine")
     best_row = re.search(r'<tr class="best"><td class="num">(\d+)</td>', page)
     assert best_row and int(best_row.group(1)) == best
     if maximize:

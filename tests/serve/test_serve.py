@@ -100,8 +100,10 @@ def _ignore_sigint() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-@pytest.mark.parametrize("command", ["ui", "server"])
+# Both commands stop through the one `processes.serve`, so each signal is sent to one of them.
+@pytest.mark.parametrize(
+    ("command", "sig"), [("ui", signal.SIGINT), ("server", signal.SIGTERM)], ids=["ui", "server"]
+)
 def test_a_signal_ends_the_server_with_exit_0_and_no_orphans(command, sig, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

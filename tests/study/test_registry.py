@@ -46,6 +46,60 @@ def test_inputs_of_the_wrong_width_name_the_models_input_shape(x, given):
     assert "--csv FILE" in str(err.value) and "\n" not in str(err.value)
     sine = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     assert one_input_rows(sine, x, "m").shape == (2 if x else 13,)
+    image = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(1)]
+    )
+    with pytest.raises(ConfigError) as err:  # its last axis is 1 too: not one input per row
+        one_input_rows(image, x, "m")
+    assert "takes 64 inputs per row (input shape (None, 8, 8, 1))" in str(err.value)
+
+
+def test_flat_csv_rows_take_the_models_input_shape_or_fail_in_one_line():
+    import keras
+
+    from sweep.core.errors import ConfigError
+    from sweep.study.registry import as_model_inputs
+
+    image = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(1)]
+    )
+    rows = np.arange(128, dtype=np.float32).reshape(2, 64)
+    x = as_model_inputs(rows, image, "--csv d.csv")
+    assert x.shape == (2, 8, 8, 1) and x[1, 2, 3, 0] == 64 + 2 * 8 + 3  # row-major, as flattened
+    assert np.asarray(image(x)).shape == (2, 1)
+    with pytest.raises(ConfigError) as err:
+        as_model_inputs(rows[:, :63], image, "--csv d.csv")
+    assert str(err.value) == (
+        "--csv d.csv: 63 input columns; the model takes 64 (input shape (8, 8, 1), flattened "
+        "row-major)"
+    )
+    table = keras.Sequential([keras.Input((10,)), keras.layers.Dense(1)])
+    with pytest.raises(ConfigError, match=r"^--csv d.csv: 64 input columns; the model takes 10$"):
+        as_model_inputs(rows, table, "--csv d.csv")
+
+
+def test_csv_rows_are_scaled_per_pixel_in_the_models_shape_and_unscaled_after():
+    import keras
+
+    from sweep.study.registry import as_model_inputs, predicted_rows
+
+    summed = keras.Sequential(
+        [keras.Input((2, 2, 1)), keras.layers.Flatten(), keras.layers.Dense(1, use_bias=False)]
+    )
+    summed.layers[-1].set_weights([np.ones((4, 1))])  # the sum of the scaled pixels
+    scaling = {  # data.standardize=feature on images: a mean and std per pixel, [2, 2, 1]
+        "x_mean": [[[1.0], [2.0]], [[3.0], [4.0]]],
+        "x_std": [[[1.0], [1.0]], [[1.0], [0.5]]],
+        "y_mean": [5.0],
+        "y_std": [2.0],
+    }
+    x = as_model_inputs(np.array([[1, 2, 3, 4], [2, 3, 4, 5]], np.float32), summed, "--csv")
+    text = predicted_rows(summed, x, "regression", scaling, ["next"])
+    assert [line.split() for line in text.splitlines()] == [
+        ["row", "next"],
+        ["0", "5"],  # every pixel at its mean: 0, unscaled to y_mean
+        ["1", "15"],  # 1 + 1 + 1 + 2 = 5 standard deviations: 5 * 2 + 5
+    ]
 
 
 def test_predict_without_a_store_is_one_line(tmp_path):

@@ -3,7 +3,9 @@
 What the MLflow UI cannot show on one page: the best trial against the tutorial's baseline
 (trial 0), the optimisation history, parameter importances, parallel coordinates (each on the
 study's objective, its best by its direction), for the sine tutorial both models' predictions a
-little beyond the training interval (loaded back from MLflow), and every trial with its state.
+little beyond the training interval (loaded back from MLflow), for any other problem the plots its
+best trial logged (a classifier's confusion matrix and misclassified images, a sequence model's
+forecast against the actual values), and every trial with its state.
 Images are embedded as base64 and there is no script or external link, so the file opens offline.
 It is written under `<paths.store>/reports/` and logged to the study's parent run as
 `report.html`; the study's best model is (re)registered as `champion` on the way.
@@ -49,10 +51,19 @@ SECTIONS = (
     ("importances", "Parameter importances"),
     ("parallel", "Parallel coordinates"),
     ("predictions", "Predictions on sin(x)"),
+    ("plots", "The best trial's plots"),
     ("pareto", "Pareto front"),
     ("trials", "All trials"),
 )
 SINE = "sweep.train.data.sine"
+# What a best trial of another problem logged (train/plots.py's problem_pngs), in this order.
+PROBLEM_PLOTS = (
+    "plots/confusion.png",
+    "plots/misclassified.png",
+    "plots/prediction.png",
+    "plots/forecast.png",
+    "plots/loss.png",
+)
 CONFIG_KEYS = ("optimizer._target_", "trainer.epochs", "trainer.batch_size", "seed")
 
 
@@ -185,6 +196,27 @@ def predictions_part(
         return []
     image = prediction_image(uri, best, base)
     return [image_or_note(image, "predictions", "no logged model to load")]
+
+
+def problem_plots_part(study: optuna.Study, reader: Reader, best: TrialRow | None) -> list[Block]:
+    """Another problem's best trial as its run drew it, copied from MLflow: the report cannot draw
+    a truth for data it does not know, but the run did (validation split)."""
+    run = reader.find(best.run_id) if best and not is_sine(study) else None
+    if run is None:
+        return []
+    figures: list[Block] = []
+    for name in PROBLEM_PLOTS:
+        try:
+            png = reader.artifact_bytes(run, name)
+        except ConfigError:  # not drawn for this problem, or tracking.log_plots=false
+            continue
+        if not png.startswith(b"\x89PNG"):  # a shared store's file, shown only if it is one
+            continue
+        uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+        figures.append(Figure(uri, f"trial {best.number}: {name}"))
+    if not figures:
+        return [Text(f"trial {best.number}'s run logged no plots", "note")]
+    return [Text(f"Trial {best.number} on the validation split, as its run logged them.")] + figures
 
 
 def prediction_image(uri: str, best: TrialRow | None, base: TrialRow | None) -> str | None:
@@ -525,6 +557,7 @@ def build_report(study: optuna.Study, reader: Reader, storage: str) -> tuple[str
             )
         ],
         "predictions": predictions_part(study, reader.uri, best, base),
+        "plots": problem_plots_part(study, reader, best),
         "pareto": pareto_part(study, rows),
         "trials": [trials_table(rows, best)],
     }

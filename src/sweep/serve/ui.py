@@ -366,9 +366,11 @@ def server_args(store: Store, host: str, port: int) -> list[str]:
 def ui_command(store: Store, host: str = "127.0.0.1", port: int = 5000) -> int:
     """Serve the store until Ctrl-C; a tracking server URI is not served again, only linked."""
     from sweep.core.processes import check_port, local_url, without_password
-    from sweep.tracking import Experiments, serve
+    from sweep.tracking.mlflow_server import serve  # MLflow itself only once the server boots
 
     if store.uri.startswith(("http:", "https:")):
+        from sweep.tracking import Experiments
+
         shown = mask_url(store.uri).rstrip("/")
         lines = addresses(Experiments(store.uri), shown)
         print("\n".join([f"MLflow server at {shown}", *lines]), flush=True)
@@ -376,9 +378,12 @@ def ui_command(store: Store, host: str = "127.0.0.1", port: int = 5000) -> int:
     uri, secret = without_password(store.uri)  # the password in PGPASSWORD, not in `ps`
     check_port(host, port)
     base = local_url(host, port)
-    lines = addresses(Experiments(store.uri), base)
 
     def announce() -> None:
+        from sweep.tracking import Experiments
+
+        # After the server answers: a new store's schema is its to create, not ours in parallel.
+        lines = addresses(Experiments(store.uri), base)
         print(f"MLflow UI for {mask_url(store.uri)} at {base}  (Ctrl-C to stop)")
         print("\n".join(lines), flush=True)
 

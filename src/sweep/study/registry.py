@@ -145,13 +145,30 @@ def one_input_rows(model: Any, x: list[float] | None, name: str) -> np.ndarray:
     """`--x` (or -6..6) as rows of one input each; one line naming the model's input shape when
     it takes more (Keras would raise a 30-line ValueError about incompatible shapes)."""
     shape = tuple(model.inputs[0].shape)
-    if shape[-1] != 1:
+    width = input_width(model)
+    if width != 1:  # an 8x8x1 image's last axis is 1 too: the row's size is what counts
         given = f"--x gives {len(x)} values" if x else "without --x, predict gives -6..6"
         raise ConfigError(
-            f"{given}, one input per row, but {name} takes {shape[-1]} inputs per row "
+            f"{given}, one input per row, but {name} takes {width} inputs per row "
             f"(input shape {shape}); pass its rows with --csv FILE"
         )
     return np.asarray(x or DEFAULT_X, dtype=np.float64)
+
+
+def input_width(model: Any) -> int:
+    """Values in one example: 1 for the tutorial, 64 for an 8x8x1 image, 32 for a window."""
+    return int(np.prod([int(d) for d in model.inputs[0].shape[1:]]))
+
+
+def as_model_inputs(x: np.ndarray, model: Any, source: str) -> np.ndarray:
+    """Flat rows [n, width] reshaped (row-major) to the model's input shape, e.g. [n, 8, 8, 1];
+    one line when a row holds another number of values."""
+    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    width = input_width(model)
+    if x.shape[1] != width:
+        told = f" (input shape {shape}, flattened row-major)" if len(shape) > 1 else ""
+        raise ConfigError(f"{source}: {x.shape[1]} input columns; the model takes {width}{told}")
+    return x.reshape(len(x), *shape)
 
 
 def csv_predictions(store: Store, run_id: str, model: Any, path: str) -> str:
@@ -174,14 +191,19 @@ def csv_predictions(store: Store, run_id: str, model: Any, path: str) -> str:
     missing = [c for c in features if c not in header]
     if missing:
         raise ConfigError(f"--csv {path}: no column {missing[0]!r}; the model reads {features}")
-    x = csv_columns(file, header, rows, features)
-    width = int(model.inputs[0].shape[-1])
-    if x.shape[1] != width:
-        raise ConfigError(f"--csv {path}: {x.shape[1]} input columns; the model takes {width}")
+    x = as_model_inputs(csv_columns(file, header, rows, features), model, f"--csv {path}")
+    return predicted_rows(model, x, data.get("task"), scaling, targets)
+
+
+def predicted_rows(
+    model: Any, x: np.ndarray, task: str | None, scaling: dict[str, Any], targets: list[str]
+) -> str:
+    """The table `predict --csv` prints for inputs in the model's shape and the data's units:
+    scaled as the run's training split was (per feature, pixel or channel), outputs unscaled."""
     if scaling:
         x = (x - np.asarray(scaling["x_mean"])) / np.asarray(scaling["x_std"])
     out = np.asarray(model(x.astype(np.float32), training=False))
-    if data.get("task") == "classification":
+    if task == "classification":
         lines = ["row  class  probability"]
         probs = np.exp(out - out.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -35,10 +36,11 @@ from sweep.core.errors import (
     reason,
 )
 from sweep.core.secrets import mask_text
-from sweep.study import budget
+from sweep.core.sqlite import sqlite_path
+from sweep.study import budget, proxy
 from sweep.study.progress import Lines, Silent, View
 from sweep.study.pruning import Pruning
-from sweep.study.storage import StorageLost, storage_kept
+from sweep.study.storage import StorageLost, check_storage, make_storage, storage_kept
 from sweep.study.study import MLFLOW_STATUS, RUN_ATTR, Sweep, counts, fail_stale, failed_trials
 from sweep.tracking import Run, TrackingUnavailable, tracked_run, warm_up, write_in_background
 
@@ -79,6 +81,55 @@ def next_trial(sweep: Sweep, poll: float = 1.0, view: View | None = None) -> opt
             )
             waiting_said = True
         time.sleep(poll)
+
+
+def target_met(cfg: DictConfig) -> str | None:
+    """Why a worker joining now would have nothing to ask for, or None (trials to run, or no
+    study yet).
+
+    Looked up before the stores are set up, with neither MLflow nor TensorFlow: a replacement
+    that starts after the end (a Ray task's retry, a requeued SLURM job, a restarted pod) exits
+    at once, instead of reopening the parent run to write its summary again. No table is made
+    here: a fresh database is set up under the setup lock, by `open_sweep`.
+    """
+    url, name = cfg.search.storage, cfg.search.study_name
+    check_storage(url)  # an unreachable storage is the same one line as when opening
+    if proxy.is_grpc(url):
+        storage = make_storage(cfg)  # no stale callback: this look fails and retries nothing
+    elif _has_studies(url):
+        storage = optuna.storages.RDBStorage(url, skip_table_creation=True)
+    else:
+        return None
+    try:
+        study = optuna.load_study(
+            study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler()
+        )
+        done, target = counts(study)[0], cfg.search.n_trials
+        spent = None if done >= target else budget.spent(study)
+    except KeyError:  # no such study yet
+        return None
+    finally:
+        if proxy.is_grpc(url):
+            storage.close()
+        else:
+            storage.engine.dispose()
+    if done < target and not spent:
+        return None
+    why = f"stopped early by its budget: {spent}" if spent else f"{done}/{target} trials finished"
+    return f"study {name!r}: {why}; nothing for this worker to do"
+
+
+def _has_studies(url: str) -> bool:
+    """Whether the database holds Optuna's tables (a missing SQLite file is not made here)."""
+    import sqlalchemy
+
+    if url.startswith("sqlite:") and not Path(sqlite_path(url)).is_file():
+        return False
+    engine = sqlalchemy.create_engine(url)
+    try:
+        return sqlalchemy.inspect(engine).has_table("studies")
+    finally:
+        engine.dispose()
 
 
 def check_failures(sweep: Sweep) -> None:

@@ -77,6 +77,10 @@ class Reader:
             ) from exc
 
     def artifact_text(self, run: Any, name: str) -> str:
+        return self.artifact_bytes(run, name).decode()
+
+    def artifact_bytes(self, run: Any, name: str) -> bytes:
+        """One artifact's content (a plot's PNG); one line when it cannot be downloaded."""
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 path = self.client.download_artifacts(run.info.run_id, name, tmp)
@@ -84,7 +88,7 @@ class Reader:
                 raise ConfigError(
                     f"cannot download {name} of run {run.info.run_id}: {first_line(exc)}"
                 ) from exc
-            return Path(path).read_text()
+            return Path(path).read_bytes()
 
     def metric_series(self, run: Any) -> dict[str, Series]:
         """Every metric of a run as step -> value (the last value logged at each step)."""

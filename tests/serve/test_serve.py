@@ -134,3 +134,17 @@ def test_a_signal_ends_the_server_with_exit_0_and_no_orphans(command, sig, tmp_p
         time.sleep(0.1)
     assert not _live(server), f"orphans: {_live(server)}\n{log.read_text()}"
     assert "Traceback" not in log.read_text()
+
+
+def test_server_processes_default_to_the_cores_at_most_four(monkeypatch):
+    from sweep.serve import server
+
+    def workers(exposure: server.Exposure) -> str:
+        args = server.server_args("sqlite://", "/tmp/a", exposure)
+        return args[args.index("--workers") + 1]
+
+    monkeypatch.setattr(server.os, "cpu_count", lambda: 2)
+    assert workers(server.Exposure()) == "2"  # not MLflow's 4, each importing MLflow on 2 cores
+    monkeypatch.setattr(server.os, "cpu_count", lambda: 16)
+    assert workers(server.Exposure()) == "4"
+    assert workers(server.Exposure(workers=8)) == "8"

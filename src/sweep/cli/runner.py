@@ -115,7 +115,7 @@ SERVER = (
         help="a folder or an artifact URI such as s3://bucket",
     ),
     opt("--experiment", default="sine", help="experiment created before workers"),
-    opt("--workers", type=int, help="server processes (MLflow's default: 4)"),
+    opt("--workers", type=int, help="server processes (one per core, at most 4)"),
     opt("--allowed-hosts", help="extra Host headers to accept, e.g. mlflow.lab:5000"),
     opt("--cors-allowed-origins", help="extra browser origins to allow"),
     opt(

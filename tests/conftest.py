@@ -51,6 +51,7 @@ def clean_env() -> dict[str, str]:
     """The environment a user's shell would have, minus anything pointing at another store."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"  # a hung child dumps its threads' stacks on SIGABRT
     return env
 
 

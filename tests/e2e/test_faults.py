@@ -478,6 +478,18 @@ def test_a_statement_in_flight_when_postgres_stops_is_run_again_only_if_repeatab
     storage.engine.dispose()
 
 
+def _communicate(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """`proc.communicate`, or, when it does not exit in time, a failure holding every thread's
+    stack (faulthandler dumps them on SIGABRT: conftest.clean_env sets PYTHONFAULTHANDLER). Once
+    beside a CPU hog and the whole suite, this worker did not exit; nothing said where it was."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        out, err = proc.communicate(timeout=30)
+        pytest.fail(f"no exit within {timeout:.0f} s; its threads:\n{err[-8000:]}\n{out[-2000:]}")
+
+
 @pytest.mark.slow
 def test_a_tell_in_flight_when_postgres_stops_is_one_line_and_the_next_start_retries_it(
     private_pg, tmp_path
@@ -503,7 +515,7 @@ def test_a_tell_in_flight_when_postgres_stops_is_one_line_and_the_next_start_ret
         ) as holder:
             tell = private_pg.blocked_statement(holder, timeout=300)
             private_pg.stop()
-        out, err = proc.communicate(timeout=120)
+        out, err = _communicate(proc, timeout=120)
     finally:
         stop(proc, grace=5)
     assert "FOR UPDATE" in tell and "FROM trials" in tell, tell

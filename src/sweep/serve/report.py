@@ -135,7 +135,12 @@ def png_data_uri(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plots.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return png_uri(buf.getvalue())
+
+
+def png_uri(png: bytes) -> str:
+    """PNG bytes as an inline image address: the report embeds, it never links."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def history_image(study: optuna.Study) -> str | None:
@@ -212,8 +217,7 @@ def problem_plots_part(study: optuna.Study, reader: Reader, best: TrialRow | Non
             continue
         if not png.startswith(b"\x89PNG"):  # a shared store's file, shown only if it is one
             continue
-        uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-        figures.append(Figure(uri, f"trial {best.number}: {name}"))
+        figures.append(Figure(png_uri(png), f"trial {best.number}: {name}"))
     if not figures:
         return [Text(f"trial {best.number}'s run logged no plots", "note")]
     return [Text(f"Trial {best.number} on the validation split, as its run logged them.")] + figures

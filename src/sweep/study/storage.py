@@ -251,18 +251,19 @@ def wait_for_storage(url: str, seconds: float = RECONNECT_SECONDS) -> None:
         delay = min(delay * 2, 15.0)
 
 
-def check_storage(url: str) -> None:
+def check_storage(url: str) -> bool:
     """Connect once before any write: an unreachable storage, or MLflow's database, is one line.
+    Returns whether the database holds Optuna's tables already (behind a proxy: the proxy's).
 
     Both stores are SQLAlchemy URLs, so pointing the study at the tracking database is an easy
     slip; Optuna would then fail on the shared `alembic_version` table with a schema message.
     """
     if proxy.is_grpc(url):
         grpc_address(url)  # the proxy checks its database; make_storage waits for the proxy
-        return
+        return True
     if url.startswith("sqlite:"):
         if not Path(sqlite_path(url)).is_file():
-            return  # made fresh by the study
+            return False  # made fresh by the study
         engine = sqlalchemy.create_engine(url)
     else:
         engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
@@ -278,6 +279,7 @@ def check_storage(url: str) -> None:
         raise ConfigError(
             f"search.storage={where} is MLflow's tracking database; use its own ({own})"
         )
+    return "studies" in tables
 
 
 @contextlib.contextmanager

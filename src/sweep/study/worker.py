@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -36,7 +35,6 @@ from sweep.core.errors import (
     reason,
 )
 from sweep.core.secrets import mask_text
-from sweep.core.sqlite import sqlite_path
 from sweep.study import budget, proxy
 from sweep.study.progress import Lines, Silent, View
 from sweep.study.pruning import Pruning
@@ -93,13 +91,12 @@ def target_met(cfg: DictConfig) -> str | None:
     here: a fresh database is set up under the setup lock, by `open_sweep`.
     """
     url, name = cfg.search.storage, cfg.search.study_name
-    check_storage(url)  # an unreachable storage is the same one line as when opening
+    if not check_storage(url):  # unreachable: the one line of opening; no tables: no study yet
+        return None
     if proxy.is_grpc(url):
         storage = make_storage(cfg)  # no stale callback: this look fails and retries nothing
-    elif _has_studies(url):
-        storage = optuna.storages.RDBStorage(url, skip_table_creation=True)
     else:
-        return None
+        storage = optuna.storages.RDBStorage(url, skip_table_creation=True)
     try:
         study = optuna.load_study(
             study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler()
@@ -117,19 +114,6 @@ def target_met(cfg: DictConfig) -> str | None:
         return None
     why = f"stopped early by its budget: {spent}" if spent else f"{done}/{target} trials finished"
     return f"study {name!r}: {why}; nothing for this worker to do"
-
-
-def _has_studies(url: str) -> bool:
-    """Whether the database holds Optuna's tables (a missing SQLite file is not made here)."""
-    import sqlalchemy
-
-    if url.startswith("sqlite:") and not Path(sqlite_path(url)).is_file():
-        return False
-    engine = sqlalchemy.create_engine(url)
-    try:
-        return sqlalchemy.inspect(engine).has_table("studies")
-    finally:
-        engine.dispose()
 
 
 def check_failures(sweep: Sweep) -> None:

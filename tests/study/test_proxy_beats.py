@@ -1,4 +1,5 @@
-"""The heartbeat a gRPC proxy carries (sweep.study.proxy): when a RUNNING trial counts as lost."""
+"""The heartbeat a gRPC proxy carries (sweep.study.proxy): when a RUNNING trial counts as lost,
+and how a lost trial's retry is queued."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep.study.proxy import BEAT_ATTR, beat_is_stale
-from sweep.study.study import _on_stale_trial
+from sweep.study.study import (
+    LOST_BEFORE_BEAT,
+    RETRY_PENDING_SECONDS,
+    RUN_ATTR,
+    _on_stale_trial,
+    counts,
+    retry_pending,
+)
+from sweep.tracking import NullTracker
 
 GRACE = 10
 
@@ -50,4 +59,55 @@ def test_a_retry_is_queued_without_its_originals_beat(tmp_path):
     (retry,) = study.get_trials(states=(TrialState.WAITING,))
     assert retry.params == trial.params and retry.system_attrs["failed_trial"] == trial.number
     assert BEAT_ATTR not in retry.system_attrs
+    storage.engine.dispose()
+
+
+def stale_failed(study: optuna.Study, reason: str | None = None) -> optuna.trial.FrozenTrial:
+    """A trial asked, then failed as the stale check fails one (with `reason`, if given)."""
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    if reason:
+        trial.set_user_attr("fail_reason", reason)
+    study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    return study._storage.get_trial(trial._trial_id)
+
+
+def test_a_stale_trial_holds_its_slot_until_its_retry_is_queued(tmp_path):
+    """Between the stale check's two writes (fail, then queue the retry) no worker may take the
+    slot for a fresh trial: the retry would wait for ever once the target is met."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/optuna.db")
+    study = optuna.create_study(storage=storage)
+    lost = stale_failed(study)
+    stale_failed(study, "surplus: the target was reached by other workers")  # never retried
+    lost_early = stale_failed(study, LOST_BEFORE_BEAT)  # retried: it holds a slot too
+    assert counts(study) == (0, [lost.number, lost_early.number])
+    _on_stale_trial(None)(study, lost)
+    assert counts(study) == (0, [lost_early.number])
+    (retry,) = study.get_trials(states=(TrialState.WAITING,))
+    assert study.ask().number == retry.number  # what the freed slot is asked for
+    later = datetime.datetime.now() + datetime.timedelta(seconds=RETRY_PENDING_SECONDS + 1)
+    assert retry_pending(study.get_trials(), now=later) == []  # its failer died: slot freed
+    storage.engine.dispose()
+
+
+class Watching(NullTracker):
+    """No tracking; notes what the study held when asked to close a lost trial's run."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.study, self.waiting_then = study, None
+
+    def terminate(self, *args: object, **kwargs: object) -> None:
+        self.waiting_then = len(self.study.get_trials(states=(TrialState.WAITING,)))
+
+
+def test_a_stale_trials_retry_is_queued_before_its_run_is_closed(tmp_path):
+    """A slow (or stopped) tracking server must not hold the retry back."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/optuna.db")
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    trial.set_user_attr(RUN_ATTR, "0" * 32)
+    storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    tracker = Watching(study)
+    _on_stale_trial(tracker)(study, storage.get_trial(trial._trial_id))
+    assert tracker.waiting_then == 1
     storage.engine.dispose()

@@ -76,7 +76,8 @@ def summarize(sweep: Sweep, record: bool = True) -> dict[str, Any]:
 
 def finished(sweep: Sweep, summary: dict[str, Any]) -> bool:
     """The study reached its trials (or a budget stopped it) and no trial is still running."""
-    done, running = counts(sweep.study)
+    done = counts(sweep.study)[0]  # not its slots: a retry not queued yet is not running
+    running = sweep.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     return bool(done >= sweep.cfg.search.n_trials or summary["stopped_by"]) and not running
 
 

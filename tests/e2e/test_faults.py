@@ -352,7 +352,9 @@ def test_postgres_restarted_mid_sweep_loses_nothing(private_pg, tmp_path):
     # No heartbeat reaches the database while it is down: an outage longer than the grace period
     # makes live trials look dead (failed as stale when it is back; docs/faults.md), so 60 s here.
     args = ["experiment=tiny", "search.heartbeat_interval=1", "search.grace_period=60"]
-    args += ["search.jobs=2", "search.n_trials=6", "trainer.epochs=60"]
+    # 150 epochs: worker 1 starts ~12 s after worker 0 on a slow machine; at 60 worker 0
+    # alone could finish the study first (seen here, 3 runs side by side)
+    args += ["search.jobs=2", "search.n_trials=6", "trainer.epochs=150"]
     proc = _popen(store, *args, f"search.storage={private_pg.url}", merge=True)
     try:
         _wait_all_busy(private_pg.url, 2, [proc])  # both mid-trial: worker 1 joins later

@@ -40,6 +40,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.core.errors import ConfigError
+from sweep.study.storage import again_if_dropped
 
 if TYPE_CHECKING:
     from sweep.train.loop import EpochLog
@@ -179,6 +180,12 @@ def write_intermediate(storage: Any, trial_id: int, values: dict[int, float]) ->
         for step, value in values.items():
             storage.set_trial_intermediate_value(trial_id, step, value)
         return
+    again_if_dropped(_insert_intermediate)(rdb, trial_id, values)
+
+
+def _insert_intermediate(rdb: Any, trial_id: int, values: dict[int, float]) -> None:
+    """One transaction: run again whole when the database restarts under it (a batch that
+    landed before the drop meets its own rows, an IntegrityError Optuna's session ignores)."""
     from optuna.storages._rdb import models  # no public batch call
     from optuna.storages._rdb.storage import _create_scoped_session
 

@@ -28,7 +28,7 @@ from sweep.core.sqlite import enable_wal, sqlite_path
 from sweep.study import proxy
 
 # Optuna's note (with its SQL) when a read of trials fails and it tries a slower query: on a
-# server storage that is a dropped connection, which `_again_if_dropped` reads again quietly.
+# server storage that is a dropped connection, which `again_if_dropped` reads again quietly.
 logging.getLogger("optuna.storages._rdb.storage").addFilter(
     lambda record: "Falling back to a slower alternative" not in record.getMessage()
 )
@@ -101,12 +101,13 @@ def _connect_patiently(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> 
 ATTEMPTS = 3  # a statement whose connection dropped, run again (reconnecting patiently)
 
 
-def _again_if_dropped(call: Any) -> Any:
+def again_if_dropped(call: Any) -> Any:
     """`call`, run again when its connection dropped mid-statement (the server stopped or
     restarted): it reconnects through `_connect_patiently` and runs on what is there then.
 
     Only for what can run twice: a read, or a write that sets a key to a value (an attribute,
-    an epoch's reported loss, the heartbeat's now()). Not for a write that adds a row or moves
+    an epoch's reported loss or a batch of them (`pruning.write_intermediate`: one transaction,
+    so all of it or none landed), the heartbeat's now()). Not for a write that adds a row or moves
     a trial's state (`ask`, `enqueue_trial`, `tell`): its commit may have landed before the
     connection dropped, and running it again would make a trial twice or claim one twice.
     (Optuna itself runs a trial's creation again after any storage error, meant for deadlocks;
@@ -169,7 +170,7 @@ REPEATABLE = (
     "record_heartbeat",
 )
 for _name in REPEATABLE:
-    setattr(PatientStorage, _name, _again_if_dropped(getattr(optuna.storages.RDBStorage, _name)))
+    setattr(PatientStorage, _name, again_if_dropped(getattr(optuna.storages.RDBStorage, _name)))
 _record_in_table = PatientStorage.record_heartbeat
 
 
@@ -185,7 +186,7 @@ PatientStorage.record_heartbeat = _record_both
 
 class StorageLost(SweepError):
     """A statement of the study's storage failed mid-way (its server stopped, the connection
-    dropped) and could not be run again (see `_again_if_dropped`)."""
+    dropped) and could not be run again (see `again_if_dropped`)."""
 
 
 @contextlib.contextmanager

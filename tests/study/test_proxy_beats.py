@@ -111,3 +111,18 @@ def test_a_stale_trials_retry_is_queued_before_its_run_is_closed(tmp_path):
     _on_stale_trial(tracker)(study, storage.get_trial(trial._trial_id))
     assert tracker.waiting_then == 1
     storage.engine.dispose()
+
+
+def test_a_worker_told_failure_without_a_reason_never_holds_a_retry_slot(tmp_path):
+    """Only the stale check fails a trial without a `fail_reason`: a worker's own FAIL (an
+    exception with an empty message) says so, and is not mistaken for one awaiting its retry."""
+    from sweep.study.worker import Outcome, tell
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/optuna.db")
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    assert tell(study, trial, Outcome(TrialState.FAIL, reason=""))
+    (failed,) = study.get_trials()
+    assert failed.user_attrs["fail_reason"] == "no reason given"
+    assert counts(study) == (0, [])
+    storage.engine.dispose()

@@ -180,9 +180,10 @@ def write_intermediate(storage: Any, trial_id: int, values: dict[int, float]) ->
         for step, value in values.items():
             storage.set_trial_intermediate_value(trial_id, step, value)
         return
-    again_if_dropped(_insert_intermediate)(rdb, trial_id, values)
+    _insert_intermediate(rdb, trial_id, values)
 
 
+@again_if_dropped
 def _insert_intermediate(rdb: Any, trial_id: int, values: dict[int, float]) -> None:
     """One transaction: run again whole when the database restarts under it (a batch that
     landed before the drop meets its own rows, an IntegrityError Optuna's session ignores)."""

@@ -255,7 +255,8 @@ def tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> bool:
     False when it had ended already: another worker failed it as stale (and queued its retry).
     """
     try:
-        if outcome.reason or outcome.state == TrialState.FAIL:  # none: failed as stale only
+        # A FAIL always says why: one without a reason is the stale check's (`retry_pending`).
+        if outcome.reason or outcome.state == TrialState.FAIL:
             trial.set_user_attr("fail_reason", mask_text(outcome.reason or "no reason given"))
         if outcome.state == TrialState.COMPLETE:
             study.tell(trial, outcome.value)
